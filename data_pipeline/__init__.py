@@ -1,0 +1,1 @@
+"""Sources -> faces -> QA writers -> validation -> dataset on disk."""

@@ -1,0 +1,91 @@
+"""Dataset on disk: Hugging Face ``datasets`` (Arrow) plus a ShareGPT JSONL export.
+
+The ShareGPT layout is the one LLaMA-Factory, ms-swift and TRL read unchanged:
+``{"messages": [{"role", "content": "<image>question"}], "images": [...]}``;
+the record's id, labels, category, source and face ride along as extra keys so
+the export parses back into the same records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from facellm.records import Record
+
+IMAGE_TAG = "<image>"
+
+
+def to_sharegpt(record: dict, image_root: str = "") -> dict:
+    messages = []
+    for m in record["messages"]:
+        text = "".join(IMAGE_TAG if p["type"] == "image" else p["text"] for p in m["content"])
+        messages.append({"role": m["role"], "content": text})
+    extra = {k: record[k] for k in ("id", "labels", "category", "source", "face") if record.get(k) is not None}
+    return {"messages": messages, "images": [os.path.join(image_root, p) for p in record["images"]], **extra}
+
+
+def from_sharegpt(row: dict, image_root: str = "") -> dict:
+    messages = []
+    for m in row["messages"]:
+        parts, pieces = [], m["content"].split(IMAGE_TAG)
+        for i, piece in enumerate(pieces):
+            if i:
+                parts.append({"type": "image", "text": None})
+            if piece:
+                parts.append({"type": "text", "text": piece})
+        messages.append({"role": m["role"], "content": parts})
+    images = [os.path.relpath(p, image_root) if image_root else p for p in row["images"]]
+    record = {"id": row["id"], "images": images, "messages": messages, "labels": row.get("labels", {}),
+              "category": row["category"], "source": row["source"], "face": row.get("face")}
+    return Record.model_validate(record).model_dump()
+
+
+def write_sharegpt(records_by_split: dict[str, list[dict]], out_dir: Path) -> None:
+    """One JSONL per split plus LLaMA-Factory's dataset_info.json (image paths relative to out_dir/..)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info = {}
+    for split, records in records_by_split.items():
+        path = out_dir / f"{split}.jsonl"
+        with atomic_write(path) as f:
+            for r in records:
+                f.write(json.dumps(to_sharegpt(r, ".."), ensure_ascii=False) + "\n")
+        info[f"facellm_{split}"] = {
+            "file_name": path.name, "formatting": "sharegpt",
+            "columns": {"messages": "messages", "images": "images"},
+            "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
+        }
+    (out_dir / "dataset_info.json").write_text(json.dumps(info, indent=2))
+
+
+class atomic_write:
+    """Write a text file via a temp file + rename: readers never see a half-written file."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp")
+
+    def __enter__(self):
+        self.f = self.tmp.open("w", encoding="utf-8")
+        return self.f
+
+    def __exit__(self, exc_type, *_):
+        self.f.close()
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def save_dataset(records_by_split: dict[str, list[dict]], out_dir: Path) -> None:
+    """Save as a ``datasets.DatasetDict`` under out_dir, replacing an older one only once complete."""
+    from datasets import Dataset, DatasetDict
+
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    DatasetDict({s: Dataset.from_list(r) for s, r in records_by_split.items()}).save_to_disk(str(tmp))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)

@@ -1,0 +1,168 @@
+"""Procedural face images with exact ground truth.
+
+A face is a :class:`FaceSpec` (attribute labels plus geometry jitter) rendered
+by :func:`render`; :func:`sample_spec` draws one from a seed. Features are bold
+and large on purpose: a tiny VLM trained for minutes must be able to see them.
+Changing one field of a spec and rendering again gives the counterfactual image
+(same face, one attribute changed).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageOps
+
+SKIN = {"light": (238, 206, 179), "medium": (194, 140, 96), "dark": (104, 66, 42)}
+HAIR = {"black": (22, 22, 24), "brown": (112, 66, 30), "blond": (236, 204, 96), "gray": (168, 168, 170)}
+EXPRESSIONS = ("happy", "sad", "neutral", "surprised")
+POSES = ("left", "frontal", "right")
+MIRRORED_POSE = {"left": "right", "frontal": "frontal", "right": "left"}
+
+
+@dataclass(frozen=True)
+class FaceSpec:
+    expression: str
+    glasses: str  # "yes" | "no"
+    skin_tone: str
+    head_pose: str  # viewer's side the head is turned to
+    hair_color: str
+    size: int = 112  # square canvas
+    cx: float = 0.5  # face centre, fraction of canvas
+    cy: float = 0.52
+    face_w: float = 0.62  # face width, fraction of canvas
+    background: tuple[int, int, int] = (120, 140, 160)
+    noise: float = 3.0
+    seed: int = 0  # pixel-noise seed
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {k: getattr(self, k) for k in ("expression", "glasses", "skin_tone", "head_pose", "hair_color")}
+
+    def mirrored(self) -> "FaceSpec":
+        """The left-right mirror image's spec (what :func:`render` of the mirror shows)."""
+        return replace(self, head_pose=MIRRORED_POSE[self.head_pose], cx=1.0 - self.cx)
+
+
+def sample_spec(seed: int, size: int = 112) -> FaceSpec:
+    rng = random.Random(seed)
+    background = tuple(rng.randint(60, 200) for _ in range(3))
+    return FaceSpec(
+        expression=rng.choice(EXPRESSIONS),
+        glasses=rng.choice(("yes", "no")),
+        skin_tone=rng.choice(tuple(SKIN)),
+        head_pose=rng.choice(POSES),
+        hair_color=rng.choice(tuple(HAIR)),
+        size=size,
+        cx=rng.uniform(0.44, 0.56),
+        cy=rng.uniform(0.48, 0.56),
+        face_w=rng.uniform(0.56, 0.68),
+        background=background,
+        noise=rng.uniform(0.0, 6.0),
+        seed=seed,
+    )
+
+
+def _jitter(color, rng, amount=10):
+    return tuple(int(np.clip(c + rng.randint(-amount, amount), 0, 255)) for c in color)
+
+
+def render(spec: FaceSpec) -> Image.Image:
+    """Draw the face. Coordinates are computed at 2x and downsampled for clean edges."""
+    rng = random.Random(spec.seed)
+    scale = 2
+    s = spec.size * scale
+    img = Image.new("RGB", (s, s), spec.background)
+    d = ImageDraw.Draw(img)
+    w = spec.face_w * s
+    h = 1.22 * w
+    cx, cy = spec.cx * s, spec.cy * s
+    turn = {"left": -1, "frontal": 0, "right": 1}[spec.head_pose]
+    fx = cx + turn * 0.17 * w  # where the features sit: shifted toward the turn
+    line = max(2, int(0.035 * w))
+    dark = (30, 20, 20)
+
+    # hair behind the head, then the face; a turned head shows hair on the far side
+    hair = _jitter(HAIR[spec.hair_color], rng, 8)
+    d.ellipse([cx - 0.56 * w - turn * 0.08 * w, cy - 0.62 * h, cx + 0.56 * w - turn * 0.08 * w, cy + 0.1 * h], fill=hair)
+    skin = _jitter(SKIN[spec.skin_tone], rng, 8)
+    d.ellipse([cx - w / 2, cy - h / 2 + 0.06 * h, cx + w / 2, cy + h / 2], fill=skin)
+    # ear on the side facing away from the turn (the visible one)
+    if turn:
+        ex = cx - turn * 0.5 * w
+        d.ellipse([ex - 0.08 * w, cy - 0.06 * h, ex + 0.08 * w, cy + 0.1 * h], fill=skin, outline=dark, width=line // 2)
+
+    # eyes and brows
+    eye_y = cy - 0.06 * h
+    eye_dx = 0.2 * w * (1 - 0.25 * abs(turn))
+    brow_y = eye_y - {"surprised": 0.17, "sad": 0.11, "happy": 0.12, "neutral": 0.12}[spec.expression] * h
+    for side in (-1, 1):
+        ex = fx + side * eye_dx
+        r = 0.065 * w
+        d.ellipse([ex - r, eye_y - r, ex + r, eye_y + r], fill=(250, 250, 250))
+        d.ellipse([ex - r * 0.55 + turn * r * 0.35, eye_y - r * 0.55, ex + r * 0.55 + turn * r * 0.35, eye_y + r * 0.55], fill=dark)
+        bw = 0.12 * w
+        if spec.expression == "sad":  # inner ends raised
+            d.line([ex - bw, brow_y + side * 0.04 * h, ex + bw, brow_y - side * 0.04 * h], fill=dark, width=line)
+        else:
+            d.line([ex - bw, brow_y, ex + bw, brow_y], fill=dark, width=line)
+        if spec.glasses == "yes":
+            gr = 0.13 * w
+            d.ellipse([ex - gr, eye_y - gr, ex + gr, eye_y + gr], outline=(10, 10, 10), width=line)
+    if spec.glasses == "yes":
+        d.line([fx - eye_dx + 0.13 * w, eye_y, fx + eye_dx - 0.13 * w, eye_y], fill=(10, 10, 10), width=line)
+
+    # nose points toward the turn
+    ny = cy + 0.08 * h
+    d.polygon([(fx, ny - 0.1 * h), (fx + (turn or 0.0) * 0.12 * w, ny + 0.02 * h), (fx - (0 if turn else 0.06) * w, ny + 0.02 * h)]
+              if turn else [(fx, ny - 0.09 * h), (fx - 0.06 * w, ny + 0.02 * h), (fx + 0.06 * w, ny + 0.02 * h)],
+              outline=dark, width=line // 2 + 1)
+
+    # mouth: the strongest expression cue
+    my, mw = cy + 0.26 * h, 0.22 * w
+    lips = (150, 30, 40)
+    if spec.expression == "happy":
+        d.chord([fx - mw, my - 0.12 * h, fx + mw, my + 0.1 * h], 0, 180, fill=lips, outline=dark, width=line // 2)
+    elif spec.expression == "sad":
+        d.arc([fx - mw, my, fx + mw, my + 0.16 * h], 180, 360, fill=lips, width=line + 1)
+    elif spec.expression == "surprised":
+        d.ellipse([fx - 0.1 * w, my - 0.07 * h, fx + 0.1 * w, my + 0.08 * h], fill=(60, 10, 15), outline=lips, width=line)
+    else:
+        d.line([fx - mw, my + 0.02 * h, fx + mw, my + 0.02 * h], fill=lips, width=line + 1)
+
+    img = img.resize((spec.size, spec.size), Image.Resampling.BILINEAR)
+    if spec.noise > 0:
+        noise = np.random.default_rng(spec.seed).normal(0.0, spec.noise, (spec.size, spec.size, 3))
+        img = Image.fromarray(np.clip(np.asarray(img, dtype=np.float32) + noise, 0, 255).astype(np.uint8))
+    return img
+
+
+def face_box(spec: FaceSpec) -> list[float]:
+    """Face bounding box in pixels [x0, y0, x1, y1] (hair included)."""
+    w = spec.face_w * spec.size
+    h = 1.22 * w
+    cx, cy = spec.cx * spec.size, spec.cy * spec.size
+    return [round(cx - 0.6 * w, 1), round(cy - 0.62 * h, 1), round(cx + 0.6 * w, 1), round(cy + h / 2, 1)]
+
+
+def generate_spec(index: int, seed: int = 0, size: int = 112) -> FaceSpec:
+    """Spec of image number ``index`` of the stream ``seed``.
+
+    Every odd image is the mirror of the even one before it, left and right
+    swapped: this teaches the turn direction rather than the face's position.
+    """
+    spec = sample_spec(seed * 1_000_003 + index - index % 2, size)
+    return spec.mirrored() if index % 2 else spec
+
+
+def generate(index: int, seed: int = 0, size: int = 112) -> tuple[Image.Image, FaceSpec]:
+    spec = generate_spec(index, seed, size)
+    if index % 2:
+        return ImageOps.mirror(render(spec.mirrored())), spec
+    return render(spec), spec
+
+
+def spec_dict(spec: FaceSpec) -> dict:
+    return asdict(spec)

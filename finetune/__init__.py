@@ -1,0 +1,1 @@
+"""Dataset -> collator -> PEFT training with accelerate -> adapter."""

@@ -1,0 +1,99 @@
+"""Typed training configuration, loadable from YAML, with CLI overrides (``key=value``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from facellm.errors import FacellmError
+
+
+class ConfigError(FacellmError, ValueError):
+    pass
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    projections: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                            "gate_proj", "up_proj", "down_proj"])
+
+
+@dataclass
+class TrainConfig:
+    model: str = ""  # model directory (hub layout)
+    data: str = ""  # dataset directory written by `facellm data build`
+    output: str = "runs/train"
+    method: str = "lora"  # lora | full
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    # Pretrained models keep vision tower and projector frozen; a randomly
+    # initialised tiny model must learn to see, so its recipe trains them.
+    train_vision_tower: bool = False
+    train_projector: bool = False
+    train_embeddings: bool = False  # token embeddings + LM head (tiny models with new vocabularies)
+    group_by_image: bool = True  # all questions about an image in one multi-turn chat
+    max_steps: int = 1000
+    batch_size: int = 8
+    grad_accum: int = 1
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    lr_scheduler: str = "cosine"  # any transformers scheduler name: cosine | linear | constant_with_warmup
+    warmup_ratio: float = 0.05
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate)
+    max_length: int | None = None  # refuse longer samples; images are never truncated
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 0  # steps between validation evaluations (0: only at the end)
+    eval_samples: int = 200  # validation questions asked per evaluation
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None, overrides: list[str] = ()) -> "TrainConfig":
+        raw = {}
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ConfigError(f"{path}: no such config file")
+            try:
+                raw = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{path}: not valid YAML ({e})") from None
+            if not isinstance(raw, dict):
+                raise ConfigError(f"{path}: expected a YAML mapping of settings")
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"override {item!r}: expected key=value (e.g. max_steps=200 or lora.r=8)")
+            target = raw
+            *parents, leaf = key.split(".")
+            for p in parents:
+                target = target.setdefault(p, {})
+            target[leaf] = yaml.safe_load(value)
+        return cls.from_dict(raw)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        if unknown := set(raw) - known:
+            raise ConfigError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        raw = dict(raw)
+        lora = raw.pop("lora", {}) or {}
+        lora_known = {f.name for f in dataclasses.fields(LoraSettings)}
+        if unknown := set(lora) - lora_known:
+            raise ConfigError(f"unknown lora setting(s) {sorted(unknown)}; known: {sorted(lora_known)}")
+        if "betas" in raw:
+            raw["betas"] = tuple(raw["betas"])
+        cfg = cls(lora=LoraSettings(**lora), **raw)
+        if cfg.method not in ("lora", "full"):
+            raise ConfigError(f"method {cfg.method!r}: expected lora or full")
+        return cfg
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

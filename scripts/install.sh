@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Create (or update) the project's virtual environment: idempotent, offline-model-safe.
+#   scripts/install.sh [VENV]   (default .venv)
+# torch comes first, pinned to the CPU build this machine keeps on local disk (2.13.0);
+# an unpinned torch would pull a multi-GB CUDA build. torchvision 0.28.0 is the release
+# that matches torch 2.13.0: its CUDA-only C ops cannot load beside CPU torch, and
+# facellm/_compat.py makes it importable anyway (transformers' video processors need it).
+set -euo pipefail
+VENV=${1:-.venv}
+PYTHON=${PYTHON:-python3}
+cd "$(dirname "$0")/.."
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
+$PIP install --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  $PIP install "torch==${FACELLM_TORCH:-2.13.0}" 2>&1 | grep -v '^WARNING: Location' || true
+fi
+if ! "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('torchvision') is None)"; then
+  $PIP install --no-deps "torchvision==${FACELLM_TORCHVISION:-0.28.0}" 2>&1 | grep -v '^WARNING: Location' || true
+fi
+$PIP install -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
+# fail loudly here rather than in the first test
+"$VENV/bin/python" - <<'PY'
+import facellm, torch, transformers, peft
+from transformers import Qwen2VLVideoProcessor
+Qwen2VLVideoProcessor()
+print(f"facellm {facellm.__version__}: torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")
+PY

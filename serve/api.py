@@ -1,0 +1,224 @@
+"""OpenAI-compatible HTTP API (``/v1/models``, ``/v1/chat/completions``) over an engine.
+
+Requests arrive in OpenAI's chat format (image parts as ``image_url`` with a data URL or a local file
+path) and are handed to the engine in facellm's record format: ``{"type": "image"}`` parts plus the PIL
+images in order. Errors use OpenAI's JSON shape, so OpenAI clients raise their usual exception types.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import socket
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Annotated, Literal
+
+import uvicorn
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from facellm.images import ImageError, load_image
+from serve.engine import DEFAULT_MAX_TOKENS, EmbeddedEngine
+
+log = logging.getLogger(__name__)
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(BaseModel):
+    url: str  # data:image/...;base64,... or a path on the server; http(s) URLs are refused
+
+
+class ImagePart(BaseModel):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str | list[Annotated[TextPart | ImagePart, Field(discriminator="type")]]
+
+
+class ChatRequest(BaseModel):
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)  # OpenAI's newer name for max_tokens
+    temperature: float | None = Field(None, ge=0, le=2)  # None or 0: greedy, so answers are reproducible
+    top_p: float | None = Field(None, gt=0, le=1)
+    stream: bool = False
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error", code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code = status, message, type, code
+
+
+def _error_body(message: str, type: str, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type, "code": code}}
+
+
+def _to_record(messages: list[ChatMessage]) -> tuple[list[dict], list]:
+    """Record-format messages and their PIL images, in order of appearance."""
+    records, images = [], []
+    for i, message in enumerate(messages):
+        parts = [TextPart(type="text", text=message.content)] if isinstance(message.content, str) else message.content
+        content = []
+        for j, part in enumerate(parts):
+            if isinstance(part, TextPart):
+                content.append({"type": "text", "text": part.text})
+                continue
+            try:
+                images.append(load_image(part.image_url.url))
+            except ImageError as e:
+                raise APIError(400, f"messages[{i}].content[{j}].image_url: {e}", code="invalid_image") from None
+            content.append({"type": "image"})
+        records.append({"role": message.role, "content": content})
+    return records, images
+
+
+def _require_key(api_key: str):
+    expected = f"Bearer {api_key}".encode()
+
+    def check(request: Request) -> None:
+        if not secrets.compare_digest(request.headers.get("authorization", "").encode(), expected):
+            raise APIError(401, "missing or wrong API key; send 'Authorization: Bearer <key>'",
+                           code="invalid_api_key")
+
+    return check
+
+
+def create_app(engine: EmbeddedEngine, api_key: str | None = None) -> FastAPI:
+    """The API app; with ``api_key`` set, every /v1 route requires ``Authorization: Bearer <api_key>``."""
+    app = FastAPI(title="facellm", docs_url=None, redoc_url=None)
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(_require_key(api_key))] if api_key else [])
+    started = int(time.time())
+
+    @app.exception_handler(APIError)
+    def api_error(request: Request, e: APIError) -> JSONResponse:
+        return JSONResponse(_error_body(e.message, e.type, e.code), status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(request: Request, e: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        return JSONResponse(_error_body(problems, "invalid_request_error"), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(_error_body(str(e.detail), "invalid_request_error"), status_code=e.status_code)
+
+    @app.exception_handler(Exception)
+    def server_error(request: Request, e: Exception) -> JSONResponse:  # Starlette re-raises it for uvicorn to log
+        return JSONResponse(_error_body(f"{type(e).__name__}: {e}", "server_error"), status_code=500)
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @v1.get("/models")
+    def models() -> dict:
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": started, "owned_by": "facellm"}
+                                           for name in engine.models()]}
+
+    # Plain `def` routes: FastAPI runs them in its thread pool, so blocking on the engine is fine and
+    # concurrent requests reach the engine together, where they are batched.
+    @v1.post("/chat/completions")
+    def chat_completions(req: ChatRequest):
+        if req.model not in engine.models():
+            raise APIError(404, f"model {req.model!r} not found; available: {', '.join(engine.models())}",
+                           code="model_not_found")
+        messages, images = _to_record(req.messages)
+        max_tokens = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
+        args = (req.model, messages, images, max_tokens, req.temperature or 0.0, req.top_p or 1.0)
+        if req.stream:
+            return StreamingResponse(_events(engine.stream(*args), req.model), media_type="text/event-stream")
+        text, prompt_tokens, completion_tokens = engine.complete(*args)
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+            "model": req.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         # the eos token counts as a completion token, so a full budget means truncated
+                         "finish_reason": "length" if completion_tokens >= max_tokens else "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }
+
+    app.include_router(v1)
+    return app
+
+
+def _events(deltas: Iterator[str], model: str) -> Iterator[str]:
+    """Server-sent events in OpenAI's chat.completion.chunk format, ending with ``data: [DONE]``."""
+    base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": model}
+
+    def chunk(delta: dict, finish_reason: str | None = None) -> str:
+        payload = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+        return f"data: {json.dumps(payload)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    try:
+        for text in deltas:
+            yield chunk({"content": text})
+    except Exception as e:  # the 200 status is already sent: report in-band, as OpenAI does
+        log.exception("streaming generation failed")
+        yield f"data: {json.dumps(_error_body(f'{type(e).__name__}: {e}', 'server_error'))}\n\n"
+        return
+    yield chunk({}, "stop")  # the streamer does not count tokens, so a truncated answer also says "stop"
+    yield "data: [DONE]\n\n"
+
+
+def _warn_if_exposed(host: str, api_key: str | None) -> None:
+    if host in ("0.0.0.0", "::"):
+        log.warning("binding %s makes the model reachable from the network%s", host,
+                    "" if api_key else " without an API key")
+
+
+def serve_forever(engine: EmbeddedEngine, host: str = "127.0.0.1", port: int = 8000,
+                  api_key: str | None = None) -> None:
+    _warn_if_exposed(host, api_key)
+    uvicorn.run(create_app(engine, api_key), host=host, port=port)
+
+
+def start_in_thread(engine: EmbeddedEngine, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None,
+                    timeout_s: float = 30.0) -> tuple[str, Callable[[], None]]:
+    """Serve from a background thread; returns (base_url, stop) once /health answers. Port 0: a free port."""
+    _warn_if_exposed(host, api_key)
+    sock = socket.create_server((host, port))  # bound here, so port 0's choice is known before uvicorn starts
+    base_url = f"http://{host}:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(create_app(engine, api_key), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="facellm-api", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join()
+        sock.close()
+
+    deadline = time.monotonic() + timeout_s
+    while not _healthy(base_url):
+        if not thread.is_alive() or time.monotonic() > deadline:
+            stop()
+            raise RuntimeError(f"API server at {base_url} did not answer /health within {timeout_s:g} s")
+        time.sleep(0.02)
+    return base_url, stop
+
+
+def _healthy(base_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base_url}/health", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False

@@ -1,0 +1,205 @@
+"""The embedded transformers engine: one model, its LoRA adapters as extra model names, one worker thread.
+
+The worker thread is the only thread that touches the model (torch modules and peft's active-adapter
+switch are not thread-safe). Callers queue jobs; the worker batches non-streaming jobs that share a
+model name and sampling settings into one ``facellm.generation.generate`` call, and runs streaming
+jobs alone, token by token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import facellm  # noqa: F401  (patches torchvision before transformers is imported)
+import torch
+from facellm.errors import FacellmError
+from facellm.generation import GenerationRequest, generate, generation_kwargs, prepare_inputs
+from facellm.modeling import load_model, load_processor, read_adapter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_TOKENS = 256
+
+
+class UnknownModelError(LookupError):
+    """A request named a model this engine does not serve."""
+
+
+@dataclass
+class _Job:
+    model: str
+    request: GenerationRequest
+    streamer: object | None = None  # a TextIteratorStreamer for streaming jobs
+    future: Future = field(default_factory=Future)
+
+    @property
+    def batch_key(self) -> tuple:
+        # generate() applies the first request's settings to the whole batch, so only equal ones mix
+        r = self.request
+        return self.model, r.max_new_tokens, r.temperature, r.top_p
+
+
+class EmbeddedEngine:
+    """Serves ``model_dir`` as ``served_name`` (default: the directory's name) and each adapter as its key."""
+
+    def __init__(self, model_dir: str | Path, adapters: dict[str, str | Path] | None = None,
+                 max_batch_size: int = 16, batch_wait_ms: float = 5, served_name: str | None = None):
+        adapters = dict(adapters or {})
+        self.served_name = served_name or Path(model_dir).resolve().name
+        if self.served_name in adapters:
+            raise FacellmError(f"adapter name {self.served_name!r} is also the base model's served name")
+        for adapter_dir in adapters.values():
+            read_adapter(adapter_dir)  # a clear error before the slow model load
+        self.max_batch_size = max_batch_size
+        self.batch_wait_s = batch_wait_ms / 1000
+        self.processor = load_processor(model_dir)
+        model = load_model(model_dir)
+        if adapters:
+            from peft import PeftModel
+
+            (first, first_dir), *rest = adapters.items()
+            model = PeftModel.from_pretrained(model, str(first_dir), adapter_name=first)
+            for name, adapter_dir in rest:
+                model.load_adapter(str(adapter_dir), adapter_name=name)
+        self.model = model.eval()
+        self.adapters = list(adapters)
+
+        self._pending: deque[_Job] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._worker = threading.Thread(target=self._work, name="facellm-engine", daemon=True)
+        self._worker.start()
+
+    def models(self) -> list[str]:
+        return [self.served_name, *self.adapters]
+
+    def complete(self, name: str, messages: list[dict], images: list, max_tokens: int = DEFAULT_MAX_TOKENS,
+                 temperature: float = 0.0, top_p: float = 1.0) -> tuple[str, int, int]:
+        """(text, prompt_tokens, completion_tokens); blocks until the batch holding this request is done."""
+        return self._submit(name, messages, images, max_tokens, temperature, top_p).future.result()
+
+    def stream(self, name: str, messages: list[dict], images: list, max_tokens: int = DEFAULT_MAX_TOKENS,
+               temperature: float = 0.0, top_p: float = 1.0) -> Iterator[str]:
+        """Text deltas whose concatenation equals ``complete``'s text for the same request.
+
+        The model name is checked now, so an unknown model raises before the first delta is asked for.
+        """
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        job = self._submit(name, messages, images, max_tokens, temperature, top_p, streamer)
+
+        def deltas() -> Iterator[str]:
+            yield from _stripped(streamer)
+            job.future.result()  # re-raise a failure in the worker (it ended the streamer early)
+
+        return deltas()
+
+    def close(self) -> None:
+        """Stop the worker after its current batch; queued requests fail."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._worker.join()
+        for job in self._pending:
+            self._fail(job, RuntimeError("engine closed"))
+
+    def _submit(self, name, messages, images, max_tokens, temperature, top_p, streamer=None) -> _Job:
+        if name not in self.models():
+            raise UnknownModelError(f"model {name!r} is not served here; available: {', '.join(self.models())}")
+        job = _Job(name, GenerationRequest(messages, images, max_tokens, temperature, top_p), streamer)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("engine closed")
+            self._pending.append(job)
+            self._cond.notify()
+        return job
+
+    def _work(self) -> None:
+        while batch := self._next_batch():
+            self._run(batch)
+
+    def _next_batch(self) -> list[_Job]:
+        """The oldest job plus compatible queued ones, waiting up to batch_wait for more; [] once closed."""
+        with self._cond:
+            while not self._pending and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return []
+            batch = [self._pending.popleft()]
+            if batch[0].streamer is not None:
+                return batch
+            deadline = time.monotonic() + self.batch_wait_s
+            while True:
+                for job in [j for j in self._pending if j.streamer is None and j.batch_key == batch[0].batch_key]:
+                    if len(batch) == self.max_batch_size:
+                        break
+                    self._pending.remove(job)
+                    batch.append(job)
+                remaining = deadline - time.monotonic()
+                if len(batch) == self.max_batch_size or remaining <= 0:
+                    return batch
+                self._cond.wait(remaining)
+
+    def _run(self, batch: list[_Job]) -> None:
+        log.debug("running %d request(s) on %s", len(batch), batch[0].model)
+        try:
+            with self._use(batch[0].model):
+                if batch[0].streamer is not None:
+                    results = [self._generate_streaming(batch[0])]
+                else:
+                    results = generate(self.model, self.processor, [job.request for job in batch])
+        except Exception as e:
+            if len(batch) > 1:  # rerun one by one, so a bad request fails alone, not its batch neighbours
+                for job in batch:
+                    self._run([job])
+            else:
+                self._fail(batch[0], e)
+            return
+        for job, result in zip(batch, results):
+            job.future.set_result(result)
+
+    def _use(self, name: str):
+        """Context in which ``self.model`` is the base model or the named adapter."""
+        if name != self.served_name:
+            self.model.set_adapter(name)
+            return contextlib.nullcontext()
+        return self.model.disable_adapter() if self.adapters else contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def _generate_streaming(self, job: _Job) -> None:
+        inputs = prepare_inputs(self.processor, [job.request]).to(self.model.device)
+        self.model.generate(**inputs, **generation_kwargs(job.request, self.processor), streamer=job.streamer)
+
+    @staticmethod
+    def _fail(job: _Job, error: Exception) -> None:
+        job.future.set_exception(error)
+        if job.streamer is not None:
+            job.streamer.end()  # wake the reader, which then re-raises the error from the future
+
+
+def _stripped(deltas: Iterable[str]) -> Iterator[str]:
+    """Non-empty deltas whose concatenation is ``"".join(deltas).strip()``, as generate() returns text.
+
+    Leading whitespace is dropped; trailing whitespace is held back until more text follows it.
+    """
+    held = ""
+    started = False
+    for delta in deltas:
+        if not started:
+            delta = delta.lstrip()
+            started = bool(delta)
+        body = delta.rstrip()
+        if body:
+            yield held + body
+            held = delta[len(body):]
+        else:
+            held += delta

@@ -1,0 +1,31 @@
+"""Shared fixtures: a tiny real model built offline once per test session."""
+
+from pathlib import Path
+
+import facellm  # noqa: F401  (patches torchvision before anything imports transformers)
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from facellm.tiny import build_tiny_qwen2_vl
+
+    out = tmp_path_factory.mktemp("tiny-qwen2-vl")
+    build_tiny_qwen2_vl(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def face_png(tmp_path_factory) -> Path:
+    """A small drawn face (head, eyes, smile) saved as PNG."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (96, 112), (90, 140, 200))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((18, 14, 78, 98), fill=(225, 185, 150))
+    for x in (34, 56):
+        draw.ellipse((x, 44, x + 8, 50), fill=(40, 30, 30))
+    draw.arc((34, 62, 62, 82), start=20, end=160, fill=(150, 40, 40), width=3)
+    path = tmp_path_factory.mktemp("images") / "face.png"
+    image.save(path)
+    return path

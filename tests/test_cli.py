@@ -1,0 +1,70 @@
+"""Every command that takes paths: bad input gives one clear line naming it, a non-zero exit, no traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def facellm(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "facellm.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+def assert_clean_error(result, *fragments):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines, "no error message"
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["train", "nope.yaml"], ["nope.yaml", "no such config file"]),
+    (["train", "--model", "no-model", "--data", "no-data"], ["no-model"]),
+    (["train", "--set", "max_steps"], ["max_steps", "key=value"]),
+    (["eval", "--endpoint", "http://127.0.0.1:9", "--model", "m", "--data", "missing-dir", "--out", "o"],
+     ["missing-dir", "no such directory"]),
+    (["serve", "--model", "missing-model"], ["missing-model", "no such directory"]),
+    (["serve", "--model", ".", "--adapter", "oops"], ["oops", "NAME=DIR"]),
+    (["tiny-model", "--family", "gpt2", "--out", "x"], ["gpt2", "unsupported"]),
+    (["tiny-model", "--out", "x", "--corpus", "missing.txt"], ["missing.txt"]),
+    (["data", "build", "--n", "2", "--out", "x"], ["--n 2"]),
+    (["demo", "--out", "."], ["not empty"]),
+])
+def test_bad_paths_and_settings_fail_cleanly(args, fragments, tmp_path):
+    (tmp_path / "not-empty").mkdir()
+    (tmp_path / "not-empty" / "file").write_text("x")
+    args = [str(tmp_path / "not-empty") if a == "." else a for a in args]
+    assert_clean_error(facellm(*args, cwd=tmp_path), *fragments)
+
+
+def test_train_rejects_bad_yaml_and_unknown_settings(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("max_steps: [1,\n")
+    assert_clean_error(facellm("train", bad), "bad.yaml", "not valid YAML")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("max_stepz: 3\n")
+    assert_clean_error(facellm("train", unknown), "max_stepz")
+
+
+def test_eval_names_a_directory_that_is_not_a_dataset(tmp_path):
+    assert_clean_error(facellm("eval", "--endpoint", "http://127.0.0.1:9", "--model", "m", "--data", tmp_path,
+                               "--out", tmp_path / "o"), str(tmp_path), "no dataset/")
+
+
+def test_serve_names_a_directory_that_is_not_a_model(tmp_path):
+    assert_clean_error(facellm("serve", "--model", tmp_path), str(tmp_path), "config.json")
+
+
+def test_help_explains_every_command():
+    result = facellm("--help")
+    assert result.returncode == 0
+    for command in ("tiny-model", "data", "train", "eval", "serve", "chat", "demo"):
+        assert command in result.stdout
+
+
+def test_tiny_model_list():
+    result = facellm("tiny-model", "--list")
+    assert result.returncode == 0 and "qwen2_vl" in result.stdout.split()

@@ -1,0 +1,175 @@
+"""The embedded engine behind the real HTTP API, driven with the `openai` client, on a tiny real model."""
+
+import base64
+import json
+import logging
+import re
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+import torch
+
+from facellm.images import load_image, to_data_url
+from serve.api import start_in_thread
+from serve.engine import EmbeddedEngine
+
+MAX_TOKENS = 12  # short answers keep the tests fast; greedy decoding makes them reproducible
+ADAPTER = "face-lora"
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tiny_model_dir, tmp_path_factory):
+    from peft import LoraConfig, get_peft_model
+
+    from facellm.modeling import load_model
+
+    torch.manual_seed(0)
+    # init_lora_weights=False: random A and B, so the adapter really changes the answers
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    out = tmp_path_factory.mktemp("lora")
+    get_peft_model(load_model(tiny_model_dir), config).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir, adapter_dir):
+    # a long batch window, so concurrent test requests reliably meet in one batch
+    engine = EmbeddedEngine(tiny_model_dir, {ADAPTER: adapter_dir}, batch_wait_ms=100)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def base_url(engine):
+    url, stop = start_in_thread(engine, "127.0.0.1", 0)
+    yield url
+    stop()
+
+
+@pytest.fixture(scope="module")
+def client(base_url):
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def face_url(face_png):
+    return to_data_url(load_image(face_png))
+
+
+def ask(client, model, image_url, question="Describe the face.", **kwargs):
+    return client.chat.completions.create(
+        model=model, max_tokens=MAX_TOKENS, temperature=0,
+        messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": image_url}},
+                                               {"type": "text", "text": question}]}],
+        **kwargs)
+
+
+def test_models_lists_base_and_adapters(client, engine, tiny_model_dir):
+    assert engine.served_name == tiny_model_dir.name
+    assert [m.id for m in client.models.list()] == [engine.served_name, ADAPTER]
+
+
+def test_chat_with_data_url_image(client, engine, face_url):
+    response = ask(client, engine.served_name, face_url)
+    assert isinstance(response.choices[0].message.content, str) and response.choices[0].message.content
+    usage = response.usage
+    assert usage.prompt_tokens > 16  # the image alone is 16 tokens in the tiny model
+    assert 0 < usage.completion_tokens <= MAX_TOKENS
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert response.choices[0].finish_reason in ("stop", "length")
+
+
+def test_file_path_image_answers_like_its_data_url(client, engine, face_png, face_url):
+    assert ask(client, engine.served_name, str(face_png)).choices[0].message.content == \
+        ask(client, engine.served_name, face_url).choices[0].message.content
+
+
+def test_multi_turn_with_system_prompt_and_string_content(client, engine, face_url):
+    response = client.chat.completions.create(model=engine.served_name, max_tokens=MAX_TOKENS, messages=[
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": face_url}},
+                                     {"type": "text", "text": "Describe the face."}]},
+        {"role": "assistant", "content": "A smiling person."},
+        {"role": "user", "content": "Is the person wearing glasses?"}])
+    assert response.choices[0].message.content
+
+
+def test_stream_concatenates_to_the_greedy_answer(client, engine, face_url):
+    expected = ask(client, engine.served_name, face_url).choices[0].message.content
+    chunks = list(ask(client, engine.served_name, face_url, stream=True))
+    assert chunks[0].object == "chat.completion.chunk"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == expected
+
+
+def test_adapter_changes_the_answer(client, engine, face_url):
+    base = ask(client, engine.served_name, face_url).choices[0].message.content
+    tuned = ask(client, ADAPTER, face_url).choices[0].message.content
+    assert tuned and tuned != base
+    # switching back to the base model really disables the adapter
+    assert ask(client, engine.served_name, face_url).choices[0].message.content == base
+
+
+def test_concurrent_requests_are_batched_without_changing_answers(client, engine, face_url, caplog):
+    caplog.set_level(logging.DEBUG, logger="serve.engine")
+    gray_url = to_data_url(load_image(face_url).convert("L").convert("RGB"))
+    requests = [(url, question) for url in (face_url, gray_url)
+                for question in ("Describe the face.", "What is the expression?", "Glasses?",
+                                 "How old is the person and what is their head pose?")]
+    alone = [ask(client, engine.served_name, url, q).choices[0].message.content for url, q in requests]
+    caplog.clear()
+    with ThreadPoolExecutor(len(requests)) as pool:
+        together = list(pool.map(lambda r: ask(client, engine.served_name, *r).choices[0].message.content, requests))
+    assert together == alone  # left padding leaves greedy answers of the tiny model unchanged
+    batch_sizes = [int(n) for n in re.findall(r"running (\d+) request", caplog.text)]
+    assert sum(batch_sizes) == len(requests) and max(batch_sizes) > 1
+
+
+def test_unreadable_image_is_400_naming_the_input(client, engine):
+    bad = "data:image/png;base64," + base64.b64encode(b"these bytes are no image").decode()
+    with pytest.raises(openai.BadRequestError) as error:
+        ask(client, engine.served_name, bad)
+    assert error.value.status_code == 400
+    assert "messages[0].content[0].image_url: data URL (data:image/png;base64): not a readable image" \
+        in error.value.body["message"]
+    assert error.value.body["code"] == "invalid_image"
+
+
+def test_remote_image_url_is_refused(client, engine):
+    with pytest.raises(openai.BadRequestError, match="remote URLs are not fetched") as error:
+        ask(client, engine.served_name, "http://example.com/face.jpg")
+    assert "http://example.com/face.jpg" in error.value.body["message"]
+
+
+def test_unknown_model_is_404(client, face_url):
+    with pytest.raises(openai.NotFoundError) as error:
+        ask(client, "no-such-model", face_url)
+    assert error.value.body["code"] == "model_not_found"
+
+
+def _get(url: str, headers: dict | None = None) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {})) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_api_key_is_required_on_every_v1_route(engine, face_url):
+    url, stop = start_in_thread(engine, "127.0.0.1", 0, api_key="s3cret")
+    try:
+        assert _get(f"{url}/health")[0] == 200  # health stays open for probes
+        status, body = _get(f"{url}/v1/models")
+        assert status == 401 and body["error"]["code"] == "invalid_api_key"
+        assert _get(f"{url}/v1/models", {"Authorization": "Bearer wrong"})[0] == 401
+        with pytest.raises(openai.AuthenticationError):
+            ask(openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0), engine.served_name, face_url)
+
+        keyed = openai.OpenAI(base_url=f"{url}/v1", api_key="s3cret", max_retries=0)
+        assert [m.id for m in keyed.models.list()] == engine.models()
+        assert ask(keyed, engine.served_name, face_url).choices[0].message.content
+    finally:
+        stop()
