@@ -56,9 +56,9 @@ def sample_spec(seed: int, size: int = 112) -> FaceSpec:
         head_pose=rng.choice(POSES),
         hair_color=rng.choice(tuple(HAIR)),
         size=size,
-        cx=rng.uniform(0.44, 0.56),
-        cy=rng.uniform(0.48, 0.56),
-        face_w=rng.uniform(0.56, 0.68),
+        cx=rng.uniform(0.46, 0.54),
+        cy=rng.uniform(0.53, 0.57),
+        face_w=rng.uniform(0.64, 0.72),
         background=background,
         noise=rng.uniform(0.0, 6.0),
         seed=seed,
@@ -80,8 +80,8 @@ def render(spec: FaceSpec) -> Image.Image:
     h = 1.22 * w
     cx, cy = spec.cx * s, spec.cy * s
     turn = {"left": -1, "frontal": 0, "right": 1}[spec.head_pose]
-    fx = cx + turn * 0.17 * w  # where the features sit: shifted toward the turn
-    line = max(2, int(0.035 * w))
+    fx = cx + turn * 0.2 * w  # where the features sit: shifted toward the turn
+    line = max(2, int(0.06 * w))
     dark = (30, 20, 20)
 
     # hair behind the head, then the face; a turned head shows hair on the far side
@@ -100,7 +100,7 @@ def render(spec: FaceSpec) -> Image.Image:
     brow_y = eye_y - {"surprised": 0.17, "sad": 0.11, "happy": 0.12, "neutral": 0.12}[spec.expression] * h
     for side in (-1, 1):
         ex = fx + side * eye_dx
-        r = 0.065 * w
+        r = 0.075 * w
         d.ellipse([ex - r, eye_y - r, ex + r, eye_y + r], fill=(250, 250, 250))
         d.ellipse([ex - r * 0.55 + turn * r * 0.35, eye_y - r * 0.55, ex + r * 0.55 + turn * r * 0.35, eye_y + r * 0.55], fill=dark)
         bw = 0.12 * w
@@ -109,10 +109,10 @@ def render(spec: FaceSpec) -> Image.Image:
         else:
             d.line([ex - bw, brow_y, ex + bw, brow_y], fill=dark, width=line)
         if spec.glasses == "yes":
-            gr = 0.13 * w
-            d.ellipse([ex - gr, eye_y - gr, ex + gr, eye_y + gr], outline=(10, 10, 10), width=line)
+            gr = 0.15 * w
+            d.rectangle([ex - gr, eye_y - gr * 0.8, ex + gr, eye_y + gr * 0.8], outline=(10, 10, 10), width=line)
     if spec.glasses == "yes":
-        d.line([fx - eye_dx + 0.13 * w, eye_y, fx + eye_dx - 0.13 * w, eye_y], fill=(10, 10, 10), width=line)
+        d.line([fx - eye_dx + 0.15 * w, eye_y, fx + eye_dx - 0.15 * w, eye_y], fill=(10, 10, 10), width=line)
 
     # nose points toward the turn
     ny = cy + 0.08 * h
@@ -121,16 +121,16 @@ def render(spec: FaceSpec) -> Image.Image:
               outline=dark, width=line // 2 + 1)
 
     # mouth: the strongest expression cue
-    my, mw = cy + 0.26 * h, 0.22 * w
+    my, mw = cy + 0.27 * h, 0.27 * w
     lips = (150, 30, 40)
     if spec.expression == "happy":
-        d.chord([fx - mw, my - 0.12 * h, fx + mw, my + 0.1 * h], 0, 180, fill=lips, outline=dark, width=line // 2)
-    elif spec.expression == "sad":
-        d.arc([fx - mw, my, fx + mw, my + 0.16 * h], 180, 360, fill=lips, width=line + 1)
+        d.chord([fx - mw, my - 0.14 * h, fx + mw, my + 0.12 * h], 0, 180, fill=lips, outline=dark, width=line // 2)
+    elif spec.expression == "sad":  # the smile's shape upside down: the red mass sits above the corners
+        d.chord([fx - mw, my - 0.06 * h, fx + mw, my + 0.2 * h], 180, 360, fill=lips, outline=dark, width=line // 2)
     elif spec.expression == "surprised":
-        d.ellipse([fx - 0.1 * w, my - 0.07 * h, fx + 0.1 * w, my + 0.08 * h], fill=(60, 10, 15), outline=lips, width=line)
+        d.ellipse([fx - 0.13 * w, my - 0.09 * h, fx + 0.13 * w, my + 0.1 * h], fill=(60, 10, 15), outline=lips, width=line)
     else:
-        d.line([fx - mw, my + 0.02 * h, fx + mw, my + 0.02 * h], fill=lips, width=line + 1)
+        d.line([fx - mw, my + 0.03 * h, fx + mw, my + 0.03 * h], fill=lips, width=line + 2)
 
     img = img.resize((spec.size, spec.size), Image.Resampling.BILINEAR)
     if spec.noise > 0:

@@ -40,7 +40,8 @@ def run_demo(out: Path | None, steps: int | None = None, n_images: int = 6400, u
     data, model_dir, run_dir = out / "data", out / "tiny-qwen2-vl", out / "train"
 
     _step(f"synthetic faces and template QA -> {data}", t0)
-    build_synthetic(BuildConfig(out=data, n=n_images, val_size=200, test_size=200))
+    held_out = min(200, max(1, n_images // 20))  # images in each of validation and test
+    build_synthetic(BuildConfig(out=data, n=n_images, val_size=held_out, test_size=held_out))
 
     _step(f"tiny Qwen2-VL (random weights, BPE tokenizer trained on the QA texts) -> {model_dir}", t0)
     texts = [m["content"] for line in (data / "sharegpt" / "train.jsonl").open()
@@ -85,7 +86,7 @@ def _serve_with_ui(engine, port: int, ui_port: int) -> None:
 
     base_url, stop = start_in_thread(engine, "127.0.0.1", port)
     demo = build_ui(base_url)
-    print(f"\nAPI:     {base_url}  (models: base, {ADAPTER_NAME})\nchat UI: http://127.0.0.1:{ui_port}\n"
+    print(f"\nAPI:     {base_url}/v1  (models: base, {ADAPTER_NAME})\nchat UI: http://127.0.0.1:{ui_port}\n"
           "Ctrl-C stops both.", flush=True)
     try:
         demo.launch(server_name="127.0.0.1", server_port=ui_port, prevent_thread_lock=False, quiet=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from facellm.errors import FacellmError
 from facellm.images import load_image, to_data_url
 from facellm.records import text_of
 from facellm.schema import ATTRIBUTES, normalize
@@ -66,9 +67,9 @@ def to_openai_messages(messages: list[dict], images: list[str], image_root: Path
 def ask_endpoint(endpoint: str, model: str, records: list[dict], image_root: Path, api_key: str | None = None,
                  concurrency: int = 16, max_tokens: int = 32, desc: str = "eval") -> list[str]:
     """Each record's question, asked greedily through an OpenAI-compatible API, answers in order."""
-    from openai import OpenAI
+    import openai
 
-    client = OpenAI(base_url=endpoint.rstrip("/") + ("" if endpoint.rstrip("/").endswith("/v1") else "/v1"),
+    client = openai.OpenAI(base_url=endpoint.rstrip("/") + ("" if endpoint.rstrip("/").endswith("/v1") else "/v1"),
                     api_key=api_key or "none", max_retries=3, timeout=120)
 
     def ask(record: dict) -> str:
@@ -76,8 +77,13 @@ def ask_endpoint(endpoint: str, model: str, records: list[dict], image_root: Pat
         reply = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=max_tokens)
         return reply.choices[0].message.content or ""
 
-    with ThreadPoolExecutor(concurrency) as pool:
-        return list(tqdm(pool.map(ask, records), total=len(records), desc=desc, unit="q"))
+    try:
+        with ThreadPoolExecutor(concurrency) as pool:
+            return list(tqdm(pool.map(ask, records), total=len(records), desc=desc, unit="q"))
+    except openai.APIConnectionError:
+        raise FacellmError(f"{endpoint}: cannot reach the API; is `facellm serve` running there?") from None
+    except openai.APIStatusError as e:
+        raise FacellmError(f"{endpoint}: the API answered {e.status_code}: {e.message}") from None
 
 
 def markdown_table(results: dict[str, dict]) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 import gradio as gr
 import openai
 
+from facellm.errors import FacellmError
 from facellm.images import ImageError, load_image, to_data_url
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,8 @@ def build_ui(endpoint: str, api_key: str | None = None) -> gr.Blocks:
     try:
         models = [m.id for m in client.models.list()]
     except openai.APIError as e:
-        raise RuntimeError(f"{endpoint}: cannot list models: {_error_message(e)}") from None
+        raise FacellmError(f"{endpoint}: cannot list models: {_error_message(e)}; "
+                           "is `facellm serve` running there?") from None
 
     def respond(message: dict, history: list[dict], model: str, max_tokens: int):
         files = [f if isinstance(f, str) else f["path"] for f in message.get("files", [])]

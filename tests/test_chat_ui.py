@@ -5,6 +5,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+from facellm.errors import FacellmError
 from facellm.images import load_image, to_data_url
 from serve.api import start_in_thread
 from serve.chat_ui import _openai_message, build_ui
@@ -80,5 +81,5 @@ def test_history_resends_earlier_images(face_png):
 
 
 def test_unreachable_api_is_a_clear_error():
-    with pytest.raises(RuntimeError, match="cannot list models"):
+    with pytest.raises(FacellmError, match="cannot list models"):
         build_ui("http://127.0.0.1:9")  # the discard port: nothing listens there

@@ -68,3 +68,13 @@ def test_help_explains_every_command():
 def test_tiny_model_list():
     result = facellm("tiny-model", "--list")
     assert result.returncode == 0 and "qwen2_vl" in result.stdout.split()
+
+
+def test_clients_name_an_unreachable_endpoint(tmp_path):
+    from data_pipeline.build import BuildConfig, build_synthetic
+
+    build_synthetic(BuildConfig(out=tmp_path / "d", n=3, val_size=1, test_size=1))
+    dead = "http://127.0.0.1:9/v1"  # the discard port: nothing listens there
+    assert_clean_error(facellm("eval", "--endpoint", dead, "--model", "m", "--data", tmp_path / "d",
+                               "--out", tmp_path / "o"), dead, "cannot reach")
+    assert_clean_error(facellm("chat", "--endpoint", dead), dead, "cannot list models")
