@@ -47,7 +47,7 @@ def split_sizes(n: int, val_size: float, test_size: float) -> dict[str, int]:
     return {"train": n - val - test, "validation": val, "test": test}
 
 
-def synthetic_records(split: str, index: int, cfg: BuildConfig, image_dir: Path) -> list[dict]:
+def synthetic_records(split: str, index: int, cfg: BuildConfig) -> list[dict]:
     stream = cfg.seed * 10 + SPLIT_SEED_OFFSET[split]
     rel = f"images/{split}/{index:06d}.png"
     path = cfg.out / rel
@@ -69,10 +69,9 @@ def build_synthetic(cfg: BuildConfig) -> dict[str, int]:
     sizes = split_sizes(cfg.n, cfg.val_size, cfg.test_size)
     records: dict[str, list[dict]] = {}
     for split, size in sizes.items():
-        image_dir = cfg.out / "images" / split
-        image_dir.mkdir(parents=True, exist_ok=True)
+        (cfg.out / "images" / split).mkdir(parents=True, exist_ok=True)
         records[split] = [r for i in tqdm(range(size), desc=f"synthetic {split}", unit="img")
-                          for r in synthetic_records(split, i, cfg, image_dir)]
+                          for r in synthetic_records(split, i, cfg)]
     save_dataset(records, cfg.out / "dataset")
     write_sharegpt(records, cfg.out / "sharegpt")
     manifest = {

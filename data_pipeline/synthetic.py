@@ -116,9 +116,11 @@ def render(spec: FaceSpec) -> Image.Image:
 
     # nose points toward the turn
     ny = cy + 0.08 * h
-    d.polygon([(fx, ny - 0.1 * h), (fx + (turn or 0.0) * 0.12 * w, ny + 0.02 * h), (fx - (0 if turn else 0.06) * w, ny + 0.02 * h)]
-              if turn else [(fx, ny - 0.09 * h), (fx - 0.06 * w, ny + 0.02 * h), (fx + 0.06 * w, ny + 0.02 * h)],
-              outline=dark, width=line // 2 + 1)
+    if turn:
+        nose = [(fx, ny - 0.1 * h), (fx + turn * 0.12 * w, ny + 0.02 * h), (fx, ny + 0.02 * h)]
+    else:
+        nose = [(fx, ny - 0.09 * h), (fx - 0.06 * w, ny + 0.02 * h), (fx + 0.06 * w, ny + 0.02 * h)]
+    d.polygon(nose, outline=dark, width=line // 2 + 1)
 
     # mouth: the strongest expression cue
     my, mw = cy + 0.27 * h, 0.27 * w

@@ -22,13 +22,13 @@ QUESTIONS = {
 }
 DESCRIBE = ("Describe this face.", "Describe the person's visible attributes.", "Give a short description of this face.")
 
-_EXPRESSION_ANSWERS = {
+EXPRESSION_ANSWERS = {
     "happy": ("The person looks happy.", "They are smiling; the expression is happy.", "Happy."),
     "sad": ("The person looks sad.", "The expression is sad.", "Sad."),
     "neutral": ("The expression is neutral.", "The person looks neutral.", "Neutral."),
     "surprised": ("The person looks surprised.", "The expression is surprised.", "Surprised."),
 }
-_ANSWERS = {
+ANSWERS = {
     "glasses": {"yes": ("Yes, the person wears glasses.", "Yes.", "Yes, glasses."),
                 "no": ("No, no glasses.", "No.", "No, the person does not wear glasses.")},
     "skin_tone": {t: (f"The skin tone is {t}.", f"{t.capitalize()}.", f"{t.capitalize()} skin.")
@@ -38,7 +38,7 @@ _ANSWERS = {
                   "frontal": ("The person faces the camera.", "Frontal.", "The head pose is frontal.")},
     "hair_color": {c: (f"The hair is {c}.", f"{c.capitalize()} hair.", f"{c.capitalize()}.")
                    for c in ("black", "brown", "blond", "gray")},
-    "expression": _EXPRESSION_ANSWERS,
+    "expression": EXPRESSION_ANSWERS,
 }
 
 _POSE_PHRASE = {"left": "head turned to the left", "right": "head turned to the right", "frontal": "facing the camera"}
@@ -49,7 +49,7 @@ def question(attribute: str, rng: random.Random) -> str:
 
 
 def answer(attribute: str, label: str, rng: random.Random) -> str:
-    return rng.choice(_ANSWERS[attribute][label])
+    return rng.choice(ANSWERS[attribute][label])
 
 
 def description(labels: dict[str, str]) -> str:

@@ -27,8 +27,12 @@ def prompt_messages(record: dict) -> list[dict]:
 
 
 def score(records: list[dict], answers: list[str]) -> dict:
-    """Accuracy per attribute; unparseable answers are counted, never dropped."""
+    """Accuracy per attribute; unparseable answers are counted, never dropped.
+
+    Chance is uniform guessing among the classes present in the evaluated records.
+    """
     per = defaultdict(lambda: {"n": 0, "correct": 0, "unparseable": 0})
+    classes = defaultdict(set)
     samples = []
     for record, answer in zip(records, answers, strict=True):
         attr = record["category"]
@@ -37,10 +41,11 @@ def score(records: list[dict], answers: list[str]) -> dict:
         per[attr]["n"] += 1
         per[attr]["correct"] += predicted == truth
         per[attr]["unparseable"] += predicted is None
+        classes[attr].add(truth)
         samples.append({"id": record["id"], "attribute": attr, "truth": truth, "predicted": predicted,
                         "answer": answer, "expected_answer": text_of(record["messages"][-1])})
     attributes = {
-        a: {**c, "accuracy": c["correct"] / c["n"], "chance": ATTRIBUTES[a].chance} for a, c in sorted(per.items())
+        a: {**c, "accuracy": c["correct"] / c["n"], "chance": 1 / len(classes[a])} for a, c in sorted(per.items())
     }
     mean = sum(v["accuracy"] for v in attributes.values()) / len(attributes) if attributes else 0.0
     return {"attributes": attributes, "mean_accuracy": mean, "samples": samples}

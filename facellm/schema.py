@@ -20,10 +20,6 @@ class Attribute:
     # a synthetic-face attribute the procedural generator draws with exact ground truth
     synthetic: bool = False
 
-    @property
-    def chance(self) -> float:
-        return 1.0 / len(self.values)
-
 
 AGE_GROUPS = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+")
 

@@ -53,6 +53,7 @@ class TrainConfig:
     eval_every: int = 0  # steps between validation evaluations (0: only at the end)
     eval_samples: int = 200  # validation questions asked per evaluation
     threads: int | None = None  # torch CPU threads (None: torch's default)
+    dataloader_workers: int = 1  # processes collating batches ahead of the training step (0: inline)
 
     @classmethod
     def from_yaml(cls, path: str | Path | None, overrides: list[str] = ()) -> "TrainConfig":

@@ -34,10 +34,10 @@ def apply_method(model, cfg: TrainConfig, fam: Family):
     """LoRA on the language model (plus fully trained parts as PEFT modules_to_save), or full."""
     if cfg.method == "full":
         for name, p in model.named_parameters():
-            frozen_vision = not cfg.train_vision_tower and name.startswith(fam.vision_tower + ".") and not (
-                cfg.train_projector and name.startswith(fam.projector + "."))
-            frozen_projector = not cfg.train_projector and name.startswith(fam.projector + ".")
-            p.requires_grad_(not (frozen_vision or frozen_projector))
+            if name.startswith(fam.projector + "."):  # tested first: some families nest it in the tower
+                p.requires_grad_(cfg.train_projector)
+            elif name.startswith(fam.vision_tower + "."):
+                p.requires_grad_(cfg.train_vision_tower)
         return model
     from peft import LoraConfig, get_peft_model
 
@@ -68,14 +68,27 @@ def validation_accuracy(model, processor, records: list[dict], image_root: Path,
     return score(records, answers)
 
 
-def batches(chats: list[dict], batch_size: int, seed: int):
-    """Endless shuffled batches; each epoch reshuffles (and regroups questions) from the seed."""
-    epoch = 0
-    while True:
-        order = random.Random(seed + epoch).sample(chats, len(chats))
-        for i in range(0, len(order) - batch_size + 1, batch_size):
-            yield order[i: i + batch_size]
-        epoch += 1
+class ShuffledBatches(torch.utils.data.IterableDataset):
+    """Endless collated batches, reshuffled each epoch from the seed.
+
+    Collation (image decoding, chat templates, processor) runs in a DataLoader
+    worker, overlapping the model's forward and backward passes.
+    """
+
+    def __init__(self, chats: list[dict], batch_size: int, seed: int, collator: ChatCollator):
+        self.chats, self.batch_size, self.seed, self.collator = chats, batch_size, seed, collator
+
+    def __iter__(self):
+        epoch = 0
+        while True:
+            order = random.Random(self.seed + epoch).sample(self.chats, len(self.chats))
+            for i in range(0, len(order) - self.batch_size + 1, self.batch_size):
+                yield self.collator(order[i: i + self.batch_size])
+            epoch += 1
+
+
+def _single_threaded_worker(_: int) -> None:
+    torch.set_num_threads(1)  # leave the cores to the training process
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -129,15 +142,19 @@ def train(cfg: TrainConfig) -> dict:
     record({"step": 0, "config": cfg.to_dict(), "trainable_parameters": trainable, "parameters": total,
             "train_examples": len(chats)})
     bar = tqdm(total=cfg.max_steps, desc="train", unit="step", disable=not accelerator.is_main_process)
-    micro = batches(chats, cfg.batch_size, cfg.seed)
+    loader = torch.utils.data.DataLoader(
+        ShuffledBatches(chats, cfg.batch_size, cfg.seed, collator), batch_size=None,
+        num_workers=cfg.dataloader_workers, worker_init_fn=_single_threaded_worker)
+    micro = iter(loader)
     window_loss, window_tokens, t0 = 0.0, 0, time.perf_counter()
     for step in range(1, cfg.max_steps + 1):
         for _ in range(cfg.grad_accum):
-            batch = collator(next(micro))
+            batch = next(micro)
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
-                if not math.isfinite(loss.item()):
-                    raise TrainingDiverged(f"loss became {loss.item()} at step {step}; lower learning_rate "
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    raise TrainingDiverged(f"loss became {loss_value} at step {step}; lower learning_rate "
                                            f"(now {cfg.learning_rate}) or use mixed_precision=no")
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.max_grad_norm:
@@ -145,7 +162,7 @@ def train(cfg: TrainConfig) -> dict:
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            window_loss += loss.item() / cfg.grad_accum
+            window_loss += loss_value / cfg.grad_accum
             window_tokens += int(batch["attention_mask"].sum())  # real tokens, padding excluded
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.max_steps:

@@ -8,7 +8,7 @@ from datasets import load_from_disk
 from data_pipeline import synthetic
 from data_pipeline.build import BuildConfig, build_synthetic
 from data_pipeline.export import from_sharegpt
-from data_pipeline.templates import QUESTIONS, _ANSWERS, description
+from data_pipeline.templates import QUESTIONS, ANSWERS, description
 from facellm.records import load_split
 from facellm.schema import normalize
 
@@ -47,7 +47,7 @@ def test_one_attribute_change_changes_the_pixels_where_it_should():
 
 
 def test_every_template_answer_normalises_to_its_label():
-    for attribute, answers in _ANSWERS.items():
+    for attribute, answers in ANSWERS.items():
         for label, phrasings in answers.items():
             for text in phrasings:
                 assert normalize(attribute, text) == label, (attribute, text)
@@ -57,7 +57,7 @@ def test_every_template_answer_normalises_to_its_label():
         text = description(labels)
         assert {a: normalize(a, text) for a in ("skin_tone", "hair_color")} == \
                {a: labels[a] for a in ("skin_tone", "hair_color")}
-    assert set(QUESTIONS) == set(_ANSWERS)
+    assert set(QUESTIONS) == set(ANSWERS)
 
 
 def test_dataset_splits_by_image_with_records_in_design_format(dataset_dir):
