@@ -20,6 +20,16 @@ def _adapter_arg(value: str) -> tuple[str, str]:
     return name, path
 
 
+def _add_bind_args(p: argparse.ArgumentParser, port: int) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=port, help=f"port (default {port})")
+
+
+def _add_api_key_arg(p: argparse.ArgumentParser, role: str) -> None:
+    p.add_argument("--api-key", default=os.environ.get("FACELLM_API_KEY"),
+                   help=f"{role} (default: $FACELLM_API_KEY)")
+
+
 def _existing_dir(value: str) -> str:
     if not Path(value).is_dir():
         raise argparse.ArgumentTypeError(f"{value}: no such directory")
@@ -157,8 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--out", required=True, help="report directory (report.json, report.md)")
     p.add_argument("--limit", type=int, help="ask only the first N questions")
-    p.add_argument("--concurrency", type=int, default=16)
-    p.add_argument("--api-key", default=os.environ.get("FACELLM_API_KEY"))
+    p.add_argument("--concurrency", type=int, default=16, help="questions in flight at once")
+    _add_api_key_arg(p, "bearer key the API expects")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("serve", help="serve a model (+ LoRA adapters) behind an OpenAI-compatible API",
@@ -166,23 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    "model names beside the base model.")
     p.add_argument("--model", required=True, type=_existing_dir, help="model directory")
     p.add_argument("--adapter", action="append", type=_adapter_arg, metavar="NAME=DIR", help="LoRA adapter")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", default=os.environ.get("FACELLM_API_KEY"), help="require this bearer key")
+    _add_bind_args(p, 8000)
+    _add_api_key_arg(p, "require this bearer key on every /v1 route")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("chat", help="Gradio chat UI, a client of the HTTP API")
     p.add_argument("--endpoint", required=True, help="API base URL, e.g. http://127.0.0.1:8000/v1")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--api-key", default=os.environ.get("FACELLM_API_KEY"))
+    _add_bind_args(p, 7860)
+    _add_api_key_arg(p, "bearer key the API expects")
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("demo", help="the whole loop offline, in one command",
                        description="Synthetic faces -> tiny Qwen2-VL -> eval base -> LoRA fine-tune -> eval tuned -> "
                                    "before/after table -> API server + chat UI.")
     p.add_argument("--out", help="fresh output folder (default: runs/demo-<time>)")
-    p.add_argument("--n", type=int, default=6400, help="synthetic images (200 validation, 200 test)")
+    p.add_argument("--n", type=int, default=6400, help="synthetic images; validation and test get 1/20 each, at most 200")
     p.add_argument("--steps", type=int, help="training steps (default: the tiny-synthetic recipe's)")
     p.add_argument("--no-ui", action="store_true", help="stop after the report")
     p.add_argument("--port", type=int, default=8000, help="API port")

@@ -71,8 +71,9 @@ def validation_accuracy(model, processor, records: list[dict], image_root: Path,
 class ShuffledBatches(torch.utils.data.IterableDataset):
     """Endless collated batches, reshuffled each epoch from the seed.
 
-    Collation (image decoding, chat templates, processor) runs in a DataLoader
-    worker, overlapping the model's forward and backward passes.
+    With ``dataloader_workers`` >= 1, collation (image decoding, chat templates,
+    processor) runs in worker processes, overlapping the training step; that pays
+    where an accelerator computes, not where the same CPU cores do both.
     """
 
     def __init__(self, chats: list[dict], batch_size: int, seed: int, collator: ChatCollator):
