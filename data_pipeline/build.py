@@ -11,6 +11,7 @@ Output layout::
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,9 @@ def synthetic_records(split: str, index: int, cfg: BuildConfig) -> list[dict]:
     path = cfg.out / rel
     if not path.exists():  # deterministic, so a re-run only draws what is missing
         image, spec = synthetic.generate(index, seed=stream, size=cfg.image_size)
-        image.save(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)  # a killed run never leaves a truncated image behind
     else:
         spec = synthetic.generate_spec(index, seed=stream, size=cfg.image_size)
     rng = random.Random(f"{stream}-{index}")

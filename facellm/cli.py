@@ -30,6 +30,12 @@ def _add_api_key_arg(p: argparse.ArgumentParser, role: str) -> None:
                    help=f"{role} (default: $FACELLM_API_KEY)")
 
 
+def _output_dir(value: str) -> str:
+    if Path(value).exists() and not Path(value).is_dir():
+        raise argparse.ArgumentTypeError(f"{value}: exists and is not a directory")
+    return value
+
+
 def _existing_dir(value: str) -> str:
     if not Path(value).is_dir():
         raise argparse.ArgumentTypeError(f"{value}: no such directory")
@@ -130,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write a tiny randomly initialised VLM (weights, tokenizer, chat template, "
                                    "processors) in the hub layout, for tests and the offline demo.")
     p.add_argument("--family", default="qwen2_vl", help="transformers model_type (see --list)")
-    p.add_argument("--out", help="output directory")
+    p.add_argument("--out", type=_output_dir, help="output directory")
     p.add_argument("--corpus", nargs="*", help="text files whose lines train the BPE tokenizer (e.g. the QA texts)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--list", action="store_true", help="print the supported families and exit")
@@ -143,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "DIR/manifest.json. Splits are by image.")
     b.add_argument("--source", choices=["synthetic"], default="synthetic")
     b.add_argument("--n", type=int, default=1000, help="number of images (all splits)")
-    b.add_argument("--out", required=True, help="output dataset directory")
+    b.add_argument("--out", required=True, type=_output_dir, help="output dataset directory")
     b.add_argument("--val-size", type=float, default=0.05, help="validation images: fraction (<1) or count")
     b.add_argument("--test-size", type=float, default=0.05, help="test images: fraction (<1) or count")
     b.add_argument("--seed", type=int, default=0)
@@ -155,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="YAML config file")
     p.add_argument("--model", help="model directory")
     p.add_argument("--data", help="dataset directory")
-    p.add_argument("--output", help="run directory (adapter/, log.jsonl, curves.png, summary.json)")
+    p.add_argument("--output", type=_output_dir, help="run directory (adapter/, log.jsonl, curves.png, summary.json)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. --set max_steps=200")
     p.set_defaults(func=cmd_train)
 
@@ -165,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="served model name (base or adapter name)")
     p.add_argument("--data", required=True, type=_existing_dir, help="dataset directory")
     p.add_argument("--split", default="test")
-    p.add_argument("--out", required=True, help="report directory (report.json, report.md)")
+    p.add_argument("--out", required=True, type=_output_dir, help="report directory (report.json, report.md)")
     p.add_argument("--limit", type=int, help="ask only the first N questions")
     p.add_argument("--concurrency", type=int, default=16, help="questions in flight at once")
     _add_api_key_arg(p, "bearer key the API expects")
@@ -189,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole loop offline, in one command",
                        description="Synthetic faces -> tiny Qwen2-VL -> eval base -> LoRA fine-tune -> eval tuned -> "
                                    "before/after table -> API server + chat UI.")
-    p.add_argument("--out", help="fresh output folder (default: runs/demo-<time>)")
+    p.add_argument("--out", type=_output_dir, help="fresh output folder (default: runs/demo-<time>)")
     p.add_argument("--n", type=int, default=6400, help="synthetic images; validation and test get 1/20 each, at most 200")
     p.add_argument("--steps", type=int, help="training steps (default: the tiny-synthetic recipe's)")
     p.add_argument("--no-ui", action="store_true", help="stop after the report")
@@ -207,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args.func(args)
-    except FacellmError as e:
+    except (FacellmError, OSError) as e:  # OSError: a path the user gave (permissions, disk full, ...)
         if args.verbose:
             raise
         print(f"facellm: error: {e}", file=sys.stderr)

@@ -32,10 +32,15 @@ def assert_clean_error(result, *fragments):
     (["tiny-model", "--out", "x", "--corpus", "missing.txt"], ["missing.txt"]),
     (["data", "build", "--n", "2", "--out", "x"], ["--n 2"]),
     (["demo", "--out", "."], ["not empty"]),
+    (["data", "build", "--out", "a-file"], ["a-file", "not a directory"]),
+    (["tiny-model", "--out", "a-file"], ["a-file", "not a directory"]),
+    (["train", "--output", "a-file"], ["a-file", "not a directory"]),
+    (["demo", "--out", "a-file"], ["a-file", "not a directory"]),
 ])
 def test_bad_paths_and_settings_fail_cleanly(args, fragments, tmp_path):
     (tmp_path / "not-empty").mkdir()
     (tmp_path / "not-empty" / "file").write_text("x")
+    (tmp_path / "a-file").write_text("x")
     args = [str(tmp_path / "not-empty") if a == "." else a for a in args]
     assert_clean_error(facellm(*args, cwd=tmp_path), *fragments)
 

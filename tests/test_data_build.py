@@ -93,3 +93,13 @@ def test_rebuild_is_identical(dataset_dir, tmp_path):
     build_synthetic(BuildConfig(out=tmp_path, n=40, val_size=4, test_size=6, seed=3))
     assert load_split(tmp_path, "test") == load_split(dataset_dir, "test")
     assert (tmp_path / "images/test/000003.png").read_bytes() == (dataset_dir / "images/test/000003.png").read_bytes()
+
+
+def test_rerun_after_an_interrupted_build_completes_it(dataset_dir, tmp_path):
+    build_synthetic(BuildConfig(out=tmp_path, n=40, val_size=4, test_size=6, seed=3))
+    missing = tmp_path / "images/train/000007.png"
+    missing.unlink()  # as if the first run was killed before drawing it
+    build_synthetic(BuildConfig(out=tmp_path, n=40, val_size=4, test_size=6, seed=3))
+    assert missing.read_bytes() == (dataset_dir / "images/train/000007.png").read_bytes()
+    assert load_split(tmp_path, "train") == load_split(dataset_dir, "train")
+    assert not list(tmp_path.rglob(".*.tmp"))
