@@ -61,6 +61,18 @@ def cmd_tiny_model(args) -> None:
 
 
 def cmd_data_build(args) -> None:
+    if args.source != "synthetic":
+        from data_pipeline.ingest import IngestConfig, ingest
+
+        if not args.root:
+            raise FacellmError(f"--source {args.source} needs --root DIR (the dataset's folder)")
+        manifest = ingest(IngestConfig(
+            source=args.source, root=Path(args.root), out=Path(args.out), labels=Path(args.labels) if args.labels else None,
+            min_face=args.min_face, max_faces=args.max_faces, multi_face=args.multi_face, min_blur=args.min_blur,
+            val_size=args.val_size, test_size=args.test_size, seed=args.seed))
+        print(f"dataset written to {args.out}: {manifest['images']} images, {manifest['rejected']} rejected "
+              f"(reasons in {Path(args.out) / 'rejects.jsonl'}); records: {manifest['records']}")
+        return
     from data_pipeline.build import BuildConfig, build_synthetic
 
     if args.n < 3:
@@ -123,7 +135,7 @@ def cmd_demo(args) -> None:
     from facellm.demo import run_demo
 
     run_demo(Path(args.out) if args.out else None, steps=args.steps, n_images=args.n, ui=not args.no_ui,
-             port=args.port, ui_port=args.ui_port)
+             port=args.port, ui_port=args.ui_port, seed=args.seed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,13 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     b = data_sub.add_parser("build", help="images + labels -> QA records -> dataset dir",
                             description="Write DIR/dataset (datasets.DatasetDict), DIR/sharegpt/*.jsonl, DIR/images, "
                                         "DIR/manifest.json. Splits are by image.")
-    b.add_argument("--source", choices=["synthetic"], default="synthetic")
-    b.add_argument("--n", type=int, default=1000, help="number of images (all splits)")
+    b.add_argument("--source", choices=["synthetic", "fairface", "utkface", "celeba", "rafdb", "folder"],
+                   default="synthetic", help="synthetic faces, or a dataset in its own on-disk layout under --root")
+    b.add_argument("--root", type=_existing_dir, help="the dataset's folder (real sources)")
+    b.add_argument("--labels", help="labels file for --source folder: CSV or JSONL with a 'file' column")
+    b.add_argument("--n", type=int, default=1000, help="number of images (synthetic)")
     b.add_argument("--out", required=True, type=_output_dir, help="output dataset directory")
     b.add_argument("--val-size", type=float, default=0.05, help="validation images: fraction (<1) or count")
     b.add_argument("--test-size", type=float, default=0.05, help="test images: fraction (<1) or count")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--image-size", type=int, default=112)
+    b.add_argument("--image-size", type=int, default=112, help="synthetic image size")
+    b.add_argument("--min-face", type=int, default=32, help="skip faces smaller than this (pixels)")
+    b.add_argument("--max-faces", type=int, default=1, help="images with more faces are skipped (see --multi-face)")
+    b.add_argument("--multi-face", choices=["skip", "each"], default="skip",
+                   help="images with more than --max-faces faces: skip them, or one record set per face")
+    b.add_argument("--min-blur", type=float, default=0.0, help="skip faces blurrier than this Laplacian variance")
     b.set_defaults(func=cmd_data_build)
 
     p = sub.add_parser("train", help="fine-tune a VLM (LoRA or full) on a dataset dir",
@@ -198,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=_output_dir, help="fresh output folder (default: runs/demo-<time>)")
     p.add_argument("--n", type=int, default=6400, help="synthetic images; validation and test get 1/20 each, at most 200")
     p.add_argument("--steps", type=int, help="training steps (default: the tiny-synthetic recipe's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the faces, the model's weights and training")
     p.add_argument("--no-ui", action="store_true", help="stop after the report")
     p.add_argument("--port", type=int, default=8000, help="API port")
     p.add_argument("--ui-port", type=int, default=7860, help="chat UI port")

@@ -23,7 +23,7 @@ def _step(title: str, t0: float) -> None:
 
 
 def run_demo(out: Path | None, steps: int | None = None, n_images: int = 6400, ui: bool = True,
-             port: int = 8000, ui_port: int = 7860) -> dict:
+             port: int = 8000, ui_port: int = 7860, seed: int = 0) -> dict:
     from data_pipeline.build import BuildConfig, build_synthetic
     from facellm.evaluation import ask_endpoint, markdown_table, question_records, score, write_report
     from facellm.families import family
@@ -41,12 +41,12 @@ def run_demo(out: Path | None, steps: int | None = None, n_images: int = 6400, u
 
     _step(f"synthetic faces and template QA -> {data}", t0)
     held_out = min(200, max(1, n_images // 20))  # images in each of validation and test
-    build_synthetic(BuildConfig(out=data, n=n_images, val_size=held_out, test_size=held_out))
+    build_synthetic(BuildConfig(out=data, n=n_images, val_size=held_out, test_size=held_out, seed=seed))
 
     _step(f"tiny Qwen2-VL (random weights, BPE tokenizer trained on the QA texts) -> {model_dir}", t0)
     texts = [m["content"] for line in (data / "sharegpt" / "train.jsonl").open()
              for m in json.loads(line)["messages"]]
-    family("qwen2_vl").build_tiny(model_dir, texts, 0)
+    family("qwen2_vl").build_tiny(model_dir, texts, seed)
 
     test = question_records(load_split(data, "test"))
 
@@ -63,7 +63,8 @@ def run_demo(out: Path | None, steps: int | None = None, n_images: int = 6400, u
     base_engine.close()  # an idle engine thread measurably slows the training that follows
 
     _step(f"LoRA fine-tune ({RECIPE.name}) -> {run_dir}", t0)
-    overrides = [f"model={model_dir}", f"data={data}", f"output={run_dir}"] + ([f"max_steps={steps}"] if steps else [])
+    overrides = [f"model={model_dir}", f"data={data}", f"output={run_dir}", f"seed={seed}"]
+    overrides += [f"max_steps={steps}"] if steps else []
     train(TrainConfig.from_yaml(RECIPE, overrides))
 
     _step("evaluate the tuned model (base + adapter) through the API", t0)

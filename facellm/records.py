@@ -22,7 +22,8 @@ class Message(BaseModel):
 
 
 class FaceInfo(BaseModel):
-    box: list[float] | None = None  # [x0, y0, x1, y1] pixels
+    box: list[float] | None = None  # [x0, y0, x1, y1] pixels of the record's image
+    cues: dict[str, float] | None = None  # facellm.faces cues: yaw, pitch, roll, blur, brightness, ...
 
 
 class Record(BaseModel):
@@ -74,4 +75,12 @@ def load_split(data_dir: str | Path, split: str) -> list[dict]:
     ds = load_from_disk(str(ds_dir))
     if split not in ds:
         raise FacellmError(f"{data_dir}: no split {split!r} (has {', '.join(ds)})")
-    return ds[split].to_list()
+    return [_without_nulls(r) for r in ds[split].to_list()]
+
+
+def _without_nulls(record: dict) -> dict:
+    """Arrow gives every record every label/cue key any record has, as null where it lacks it."""
+    record["labels"] = {k: v for k, v in (record.get("labels") or {}).items() if v is not None}
+    if (face := record.get("face")) and face.get("cues"):
+        face["cues"] = {k: v for k, v in face["cues"].items() if v is not None}
+    return record

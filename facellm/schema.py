@@ -70,8 +70,13 @@ ATTRIBUTES: dict[str, Attribute] = {
             "glasses",
             ("yes", "no"),
             "whether the person wears glasses",
+            {"yes": ("wears?", "wearing", "glasses", "spectacles", "eyeglasses")},
             synthetic=True,
         ),
+        Attribute("smiling", ("yes", "no"), "whether the person smiles (CelebA)",
+                  {"yes": ("smil\\w*", "grin\\w*")}),
+        Attribute("beard", ("yes", "no"), "whether the person has a beard (CelebA)",
+                  {"yes": ("beard\\w*", "stubble", "has")}),
         Attribute(
             "skin_tone",
             ("light", "medium", "dark"),
@@ -154,14 +159,13 @@ def _categorical(attr: Attribute, text: str) -> str | None:
     return best[1] if best else None
 
 
-_YES = _words_pattern(("yes", "yeah", "wears?", "wearing", "has", "with", "spectacles", "glasses", "eyeglasses"))
 _NO = re.compile(rf"\b(?:no|nope|{_NEGATION}|without|bare)\b", re.I)
 
 
-def _yes_no(text: str) -> str | None:
+def _yes_no(attr: Attribute, text: str) -> str | None:
     if _NO.search(text):
         return "no"
-    return "yes" if _YES.search(text) else None
+    return "yes" if _words_pattern(("yes", "yeah") + attr.synonyms.get("yes", ())).search(text) else None
 
 
 _AGE_WORDS = {
@@ -213,5 +217,5 @@ def normalize(name: str, text: str) -> str | None:
     if name == "age":
         return _age(text)
     if attr.values == ("yes", "no"):
-        return _yes_no(text)
+        return _yes_no(attr, text)
     return _categorical(attr, text)

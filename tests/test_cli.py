@@ -33,6 +33,9 @@ def assert_clean_error(result, *fragments):
     (["data", "build", "--n", "2", "--out", "x"], ["--n 2"]),
     (["demo", "--out", "."], ["not empty"]),
     (["data", "build", "--out", "a-file"], ["a-file", "not a directory"]),
+    (["data", "build", "--source", "fairface", "--out", "o"], ["--root"]),
+    (["data", "build", "--source", "folder", "--root", "not-empty", "--out", "o"], ["--labels"]),
+    (["data", "build", "--source", "fairface", "--root", "not-empty", "--out", "o"], ["fairface_label_train.csv"]),
     (["tiny-model", "--out", "a-file"], ["a-file", "not a directory"]),
     (["train", "--output", "a-file"], ["a-file", "not a directory"]),
     (["demo", "--out", "a-file"], ["a-file", "not a directory"]),
@@ -41,7 +44,7 @@ def test_bad_paths_and_settings_fail_cleanly(args, fragments, tmp_path):
     (tmp_path / "not-empty").mkdir()
     (tmp_path / "not-empty" / "file").write_text("x")
     (tmp_path / "a-file").write_text("x")
-    args = [str(tmp_path / "not-empty") if a == "." else a for a in args]
+    args = [str(tmp_path / "not-empty") if a in (".", "not-empty") else a for a in args]
     assert_clean_error(facellm(*args, cwd=tmp_path), *fragments)
 
 

@@ -1,0 +1,190 @@
+"""Readers of face datasets in their own on-disk layouts, labels mapped onto the facellm schema.
+
+Each reader yields :class:`SourceItem` s; a value the schema cannot hold becomes a
+``problem`` on the item (the build rejects it with that reason), never a guess.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facellm.errors import FacellmError
+from facellm.schema import ATTRIBUTES, normalize
+
+
+@dataclass
+class SourceItem:
+    source: str
+    key: str  # stable id of the image within its source, e.g. "train/17.jpg"
+    image: Path
+    labels: dict[str, str] = field(default_factory=dict)
+    split: str | None = None  # the dataset's own split, where it has one
+    problems: list[str] = field(default_factory=list)
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FacellmError(f"{path}: not found; expected {what}")
+    return path
+
+
+def _label(labels: dict, problems: list, attribute: str, raw: str, mapping: dict | None = None) -> None:
+    """Put ``raw`` under ``attribute`` if it maps onto an allowed value, else note the problem."""
+    value = (mapping or {}).get(raw.strip(), raw.strip())
+    if value not in ATTRIBUTES[attribute].values:
+        value = normalize(attribute, value) or value
+    if value in ATTRIBUTES[attribute].values:
+        labels[attribute] = value
+    else:
+        problems.append(f"{attribute}={raw!r} is not one of {list(ATTRIBUTES[attribute].values)}")
+
+
+# ----------------------------------------------------------------------------- FairFace
+
+FAIRFACE_AGE = {"more than 70": "70+"}
+FAIRFACE_CSV = {"train": "fairface_label_train.csv", "validation": "fairface_label_val.csv"}
+
+
+def read_fairface(root: Path) -> Iterator[SourceItem]:
+    """``fairface_label_{train,val}.csv`` (file,age,gender,race,service_test) beside ``train/``, ``val/``."""
+    found = [(split, root / name) for split, name in FAIRFACE_CSV.items() if (root / name).is_file()]
+    if not found:
+        raise FacellmError(f"{root}: no {' or '.join(FAIRFACE_CSV.values())}; is this a FairFace folder?")
+    for split, csv_path in found:
+        with csv_path.open(newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                labels, problems = {}, []
+                _label(labels, problems, "age", row.get("age", ""), FAIRFACE_AGE)
+                _label(labels, problems, "gender", row.get("gender", "").lower())
+                _label(labels, problems, "race", row.get("race", ""))
+                yield SourceItem("fairface", row["file"], root / row["file"], labels, split, problems)
+
+
+# ----------------------------------------------------------------------------- UTKFace
+
+UTK_GENDER = {"0": "male", "1": "female"}
+# UTKFace's "Asian" (2) and "Others" (4) have no single FairFace group: those images keep no race label.
+UTK_RACE = {"0": "White", "1": "Black", "3": "Indian"}
+
+
+def read_utkface(root: Path) -> Iterator[SourceItem]:
+    """Images named ``age_gender_race_date.jpg[.chip.jpg]``: labels in the file name."""
+    from facellm.schema import age_group
+
+    files = sorted(p for p in _require(root, "a UTKFace folder").rglob("*") if p.suffix.lower() in (".jpg", ".png"))
+    for path in files:
+        parts = path.name.split("_")
+        labels, problems = {}, []
+        if len(parts) < 4 or not parts[0].isdigit():
+            problems.append(f"file name {path.name!r} is not age_gender_race_date.jpg")
+        else:
+            labels["age"] = age_group(int(parts[0]))
+            _label(labels, problems, "gender", parts[1], UTK_GENDER)
+            if parts[2] in UTK_RACE:
+                labels["race"] = UTK_RACE[parts[2]]
+            elif parts[2] not in ("2", "4"):
+                problems.append(f"race code {parts[2]!r} is not one of 0-4")
+        yield SourceItem("utkface", str(path.relative_to(root)), path, labels, None, problems)
+
+
+# ----------------------------------------------------------------------------- CelebA
+
+CELEBA_HAIR = {"Black_Hair": "black", "Blond_Hair": "blond", "Brown_Hair": "brown", "Gray_Hair": "gray"}
+CELEBA_SPLIT = {"0": "train", "1": "validation", "2": "test"}
+
+
+def read_celeba(root: Path) -> Iterator[SourceItem]:
+    """``list_attr_celeba.txt`` (40 attributes, 1/-1), ``list_eval_partition.txt``, ``img_align_celeba/``."""
+    attr_lines = _require(root / "list_attr_celeba.txt", "CelebA's list_attr_celeba.txt").read_text().split("\n")
+    names = attr_lines[1].split()
+    partition_file = root / "list_eval_partition.txt"
+    partition = dict(line.split() for line in partition_file.read_text().splitlines() if line.strip()) \
+        if partition_file.is_file() else {}
+    for line in attr_lines[2:]:
+        if not line.strip():
+            continue
+        file, *values = line.split()
+        labels, problems = {}, []
+        if len(values) != len(names) or any(v not in ("1", "-1") for v in values):
+            problems.append(f"{len(values)} attribute values (expected {len(names)} of 1/-1)")
+        else:
+            on = {n for n, v in zip(names, values) if v == "1"}
+            labels["gender"] = "male" if "Male" in on else "female"
+            labels["glasses"] = "yes" if "Eyeglasses" in on else "no"
+            labels["smiling"] = "yes" if "Smiling" in on else "no"
+            labels["beard"] = "no" if "No_Beard" in on else "yes"
+            hair = [CELEBA_HAIR[n] for n in on if n in CELEBA_HAIR]
+            if len(hair) == 1:  # none or several: the colour is not known
+                labels["hair_color"] = hair[0]
+        yield SourceItem("celeba", file, root / "img_align_celeba" / file, labels,
+                         CELEBA_SPLIT.get(partition.get(file, "")), problems)
+
+
+# ----------------------------------------------------------------------------- RAF-DB
+
+RAFDB_EMOTION = {"1": "surprised", "2": "fearful", "3": "disgusted", "4": "happy", "5": "sad", "6": "angry",
+                 "7": "neutral"}
+
+
+def read_rafdb(root: Path) -> Iterator[SourceItem]:
+    """RAF-DB basic: ``EmoLabel/list_patition_label.txt`` (name label 1-7), ``Image/aligned/<stem>_aligned.jpg``."""
+    labels_file = _require(root / "EmoLabel" / "list_patition_label.txt", "RAF-DB's EmoLabel/list_patition_label.txt")
+    for line in labels_file.read_text().splitlines():
+        if not line.strip():
+            continue
+        name, code = line.split()[:2]
+        stem = Path(name).stem
+        image = root / "Image" / "aligned" / f"{stem}_aligned.jpg"
+        if not image.exists():
+            image = root / "Image" / "original" / name
+        labels, problems = {}, []
+        _label(labels, problems, "expression", code, RAFDB_EMOTION)
+        split = "train" if name.startswith("train") else "test" if name.startswith("test") else None
+        yield SourceItem("rafdb", name, image, labels, split, problems)
+
+
+# ----------------------------------------------------------------------------- folder + labels file
+
+def read_folder(root: Path, labels_file: Path) -> Iterator[SourceItem]:
+    """Any image folder with a CSV (header ``file,<attribute>...``) or JSONL (``{"file", <attribute>...}``)."""
+    _require(labels_file, "a CSV or JSONL labels file")
+    if labels_file.suffix == ".jsonl":
+        rows = []
+        for n, line in enumerate(labels_file.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise FacellmError(f"{labels_file}:{n}: not JSON ({e.msg})") from None
+    else:
+        with labels_file.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    for n, row in enumerate(rows, 1):
+        if "file" not in row:
+            raise FacellmError(f"{labels_file}: row {n} has no 'file' column")
+        labels, problems = {}, []
+        for attribute, raw in row.items():
+            if attribute == "file" or raw in (None, ""):
+                continue
+            if attribute not in ATTRIBUTES:
+                problems.append(f"unknown attribute {attribute!r}")
+            else:
+                _label(labels, problems, attribute, str(raw))
+        yield SourceItem("folder", row["file"], root / row["file"], labels, row.get("split"), problems)
+
+
+READERS = {"fairface": read_fairface, "utkface": read_utkface, "celeba": read_celeba, "rafdb": read_rafdb}
+
+
+def read_source(name: str, root: Path, labels_file: Path | None = None) -> Iterator[SourceItem]:
+    if name == "folder":
+        if labels_file is None:
+            raise FacellmError("--source folder needs --labels FILE (CSV or JSONL with a 'file' column)")
+        return read_folder(root, labels_file)
+    if name not in READERS:
+        raise FacellmError(f"unknown source {name!r}; known: synthetic, folder, {', '.join(READERS)}")
+    return READERS[name](root)
