@@ -64,8 +64,7 @@ class Ingest:
             raise FacellmError(f"multi_face {cfg.multi_face!r}: expected skip or each")
         self.cfg = cfg
         self.analyzer = FaceAnalyzer()
-        self.image_dir = cfg.out / "images" / cfg.source
-        self.image_dir.mkdir(parents=True, exist_ok=True)
+        (cfg.out / "images" / cfg.source).mkdir(parents=True, exist_ok=True)
 
     def faces(self, item: SourceItem):
         """(image, kept faces) or a reject reason."""
@@ -131,6 +130,9 @@ def _read_journal(path: Path) -> dict[str, dict]:
 
 
 def ingest(cfg: IngestConfig) -> dict:
+    if not (0 <= cfg.val_size < 1 and 0 <= cfg.test_size < 1):
+        raise FacellmError(f"--val-size {cfg.val_size} / --test-size {cfg.test_size}: for real sources these are "
+                           "fractions of the images in [0, 1), applied where the dataset has no split of its own")
     items = list(read_source(cfg.source, cfg.root, cfg.labels))
     cfg.out.mkdir(parents=True, exist_ok=True)
     journal_path = cfg.out / "journal.jsonl"

@@ -122,6 +122,8 @@ def test_missing_layout_files_name_what_is_expected(tmp_path):
         ingest(IngestConfig(source="fairface", root=tmp_path, out=tmp_path / "o"))
     with pytest.raises(FacellmError, match="list_attr_celeba.txt"):
         ingest(IngestConfig(source="celeba", root=tmp_path, out=tmp_path / "o"))
+    with pytest.raises(FacellmError, match="fractions"):
+        ingest(IngestConfig(source="celeba", root=tmp_path, out=tmp_path / "o", val_size=200))
 
 
 def bad_images(root):
