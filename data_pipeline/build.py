@@ -4,7 +4,9 @@ Output layout::
 
     DIR/images/<split>/<n>.png   the images (records refer to them relative to DIR)
     DIR/dataset/                 datasets.DatasetDict (save_to_disk), one split per key
+    DIR/parquet/<split>.parquet  the same records as Parquet
     DIR/sharegpt/<split>.jsonl   ShareGPT export + LLaMA-Factory dataset_info.json
+    DIR/llava/<split>.json       LLaVA training JSON (single-image records)
     DIR/manifest.json            what was built, from which seed, counts per split
 """
 
@@ -19,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_pipeline import synthetic
-from data_pipeline.export import save_dataset, write_sharegpt
+from data_pipeline.export import export_all
 from data_pipeline.templates import qa_pairs
 from facellm.errors import FacellmError
 from facellm.records import Record, chat
@@ -75,8 +77,7 @@ def build_synthetic(cfg: BuildConfig) -> dict[str, int]:
         (cfg.out / "images" / split).mkdir(parents=True, exist_ok=True)
         records[split] = [r for i in tqdm(range(size), desc=f"synthetic {split}", unit="img")
                           for r in synthetic_records(split, i, cfg)]
-    save_dataset(records, cfg.out / "dataset")
-    write_sharegpt(records, cfg.out / "sharegpt")
+    export_all(records, cfg.out)
     manifest = {
         "source": "synthetic", "seed": cfg.seed, "image_size": cfg.image_size,
         "attributes": list(SYNTHETIC_ATTRIBUTES), "images": sizes,

@@ -1,4 +1,4 @@
-"""Dataset on disk: Hugging Face ``datasets`` (Arrow) plus a ShareGPT JSONL export.
+"""Dataset on disk: Hugging Face ``datasets`` (Arrow) and Parquet, plus ShareGPT and LLaVA exports.
 
 The ShareGPT layout is the one LLaMA-Factory, ms-swift and TRL read unchanged:
 ``{"messages": [{"role", "content": "<image>question"}], "images": [...]}``;
@@ -79,13 +79,43 @@ class atomic_write:
             self.tmp.unlink(missing_ok=True)
 
 
-def save_dataset(records_by_split: dict[str, list[dict]], out_dir: Path) -> None:
-    """Save as a ``datasets.DatasetDict`` under out_dir, replacing an older one only once complete."""
+def to_llava(record: dict) -> dict:
+    """LLaVA's training JSON: one image, ``conversations`` of human/gpt turns, ``<image>`` in the first."""
+    conversations = [{"from": "human" if m["role"] == "user" else "gpt",
+                      "value": "".join(IMAGE_TAG + "\n" if p["type"] == "image" else p["text"] for p in m["content"])}
+                     for m in record["messages"] if m["role"] != "system"]
+    return {"id": record["id"], "image": record["images"][0], "conversations": conversations}
+
+
+def write_llava(records_by_split: dict[str, list[dict]], out_dir: Path) -> None:
+    """One JSON list per split; image paths relative to the dataset directory (LLaVA's --image_folder)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for split, records in records_by_split.items():
+        with atomic_write(out_dir / f"{split}.json") as f:
+            json.dump([to_llava(r) for r in records if len(r["images"]) == 1], f, ensure_ascii=False)
+
+
+def save_dataset(records_by_split: dict[str, list[dict]], out_dir: Path, parquet_dir: Path) -> None:
+    """A ``datasets.DatasetDict`` under out_dir (replacing an older one only once complete) and one
+    Parquet file per split under parquet_dir."""
     from datasets import Dataset, DatasetDict
 
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    DatasetDict({s: Dataset.from_list(r) for s, r in records_by_split.items()}).save_to_disk(str(tmp))
+    dataset = DatasetDict({s: Dataset.from_list(r) for s, r in records_by_split.items()})
+    dataset.save_to_disk(str(tmp))
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
+    parquet_dir.mkdir(parents=True, exist_ok=True)
+    for split, ds in dataset.items():
+        part = parquet_dir / f".{split}.parquet.tmp"
+        ds.to_parquet(str(part))
+        os.replace(part, parquet_dir / f"{split}.parquet")
+
+
+def export_all(records_by_split: dict[str, list[dict]], out: Path) -> None:
+    """Every on-disk form of a built dataset: dataset/, parquet/, sharegpt/, llava/."""
+    save_dataset(records_by_split, out / "dataset", out / "parquet")
+    write_sharegpt(records_by_split, out / "sharegpt")
+    write_llava(records_by_split, out / "llava")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from data_pipeline.export import save_dataset, write_sharegpt
+from data_pipeline.export import export_all
 from data_pipeline.sources import SourceItem, read_source
 from data_pipeline.templates import cue_qa, pose_from_cues, qa_pairs
 from facellm.errors import FacellmError
@@ -159,8 +159,7 @@ def ingest(cfg: IngestConfig) -> dict:
     rejects = [e["reject"] for e in entries if e["reject"]]
     with (cfg.out / "rejects.jsonl").open("w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects)
-    save_dataset(by_split, cfg.out / "dataset")
-    write_sharegpt(by_split, cfg.out / "sharegpt")
+    export_all(by_split, cfg.out)
     manifest = {"source": cfg.source, "root": str(cfg.root), "images": len(items), "rejected": len(rejects),
                 "records": {s: len(r) for s, r in by_split.items()}}
     (cfg.out / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -157,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="build face QA datasets")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     b = data_sub.add_parser("build", help="images + labels -> QA records -> dataset dir",
-                            description="Write DIR/dataset (datasets.DatasetDict), DIR/sharegpt/*.jsonl, DIR/images, "
-                                        "DIR/manifest.json. Splits are by image.")
+                            description="Write DIR/dataset (datasets.DatasetDict), DIR/parquet, DIR/sharegpt (+ "
+                                        "LLaMA-Factory dataset_info.json), DIR/llava, DIR/images, DIR/manifest.json. "
+                                        "Splits are by image.")
     b.add_argument("--source", choices=["synthetic", "fairface", "utkface", "celeba", "rafdb", "folder"],
                    default="synthetic", help="synthetic faces, or a dataset in its own on-disk layout under --root")
     b.add_argument("--root", type=_existing_dir, help="the dataset's folder (real sources)")

@@ -89,6 +89,22 @@ def test_load_from_disk_and_sharegpt_export_round_trip(dataset_dir):
     assert info["facellm_train"]["formatting"] == "sharegpt"
 
 
+def test_parquet_and_llava_exports_hold_the_same_records(dataset_dir):
+    from datasets import load_dataset
+
+    for split in ("train", "test"):
+        records = load_split(dataset_dir, split)
+        parquet = load_dataset("parquet", data_files=str(dataset_dir / "parquet" / f"{split}.parquet"), split="train")
+        assert parquet.to_list() == load_from_disk(str(dataset_dir / "dataset"))[split].to_list()
+        llava = json.loads((dataset_dir / "llava" / f"{split}.json").read_text())
+        assert [row["id"] for row in llava] == [r["id"] for r in records]
+        first, record = llava[0], records[0]
+        assert first["image"] == record["images"][0] and (dataset_dir / first["image"]).is_file()
+        assert first["conversations"] == [
+            {"from": "human", "value": "<image>\n" + record["messages"][0]["content"][1]["text"]},
+            {"from": "gpt", "value": record["messages"][1]["content"][0]["text"]}]
+
+
 def test_rebuild_is_identical(dataset_dir, tmp_path):
     build_synthetic(BuildConfig(out=tmp_path, n=40, val_size=4, test_size=6, seed=3))
     assert load_split(tmp_path, "test") == load_split(dataset_dir, "test")
