@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facellm.errors import FacellmError
-from facellm.schema import ATTRIBUTES, normalize
+from facellm.schema import ATTRIBUTES, age_group, normalize
 
 
 @dataclass
@@ -73,8 +73,6 @@ UTK_RACE = {"0": "White", "1": "Black", "3": "Indian"}
 
 def read_utkface(root: Path) -> Iterator[SourceItem]:
     """Images named ``age_gender_race_date.jpg[.chip.jpg]``: labels in the file name."""
-    from facellm.schema import age_group
-
     files = sorted(p for p in _require(root, "a UTKFace folder").rglob("*") if p.suffix.lower() in (".jpg", ".png"))
     for path in files:
         parts = path.name.split("_")

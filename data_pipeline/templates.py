@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from facellm.schema import ATTRIBUTES
+from facellm.schema import ATTRIBUTES, SYNTHETIC_ATTRIBUTES
 
 QUESTIONS = {
     "expression": ("What is the facial expression?", "What emotion does this person show?",
@@ -78,13 +78,10 @@ def description(labels: dict[str, str]) -> str:
             f"{glasses}, {_POSE_PHRASE[labels['head_pose']]}.")
 
 
-SYNTHETIC_DESCRIBED = ("expression", "glasses", "skin_tone", "head_pose", "hair_color")
-
-
 def qa_pairs(labels: dict[str, str], rng: random.Random) -> list[tuple[str, str, str]]:
     """(category, question, answer) for every attribute in ``labels``, plus a description when all are known."""
     pairs = [(a, question(a, rng), answer(a, labels[a], rng)) for a in QUESTIONS if a in labels]
-    if all(a in labels for a in SYNTHETIC_DESCRIBED):
+    if all(a in labels for a in SYNTHETIC_ATTRIBUTES):  # what description() states
         pairs.append(("description", rng.choice(DESCRIBE), description(labels)))
     return pairs
 

@@ -62,6 +62,10 @@ def _interpreter(name: str):
     return interpreter
 
 
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-np.clip(logits, -80, 80)))
+
+
 def _anchors() -> np.ndarray:
     grid = DETECTOR_INPUT // 4
     centers = (np.arange(grid) + 0.5) / grid
@@ -112,7 +116,7 @@ class FaceAnalyzer:
         pixels = np.asarray(square.resize((DETECTOR_INPUT, DETECTOR_INPUT), Image.Resampling.BILINEAR))
         regressors, classifiers = self._run(self.detector, pixels / 127.5 - 1.0)
         raw = regressors[0].reshape(-1, 8, 2) / DETECTOR_INPUT
-        scores = 1 / (1 + np.exp(-np.clip(classifiers[0, :, 0], -80, 80)))
+        scores = _sigmoid(classifiers[0, :, 0])
         keep = scores >= self.min_score
         centers = raw[keep, 0] + self.anchors[keep]
         sizes = raw[keep, 1]
@@ -135,7 +139,7 @@ class FaceAnalyzer:
         roi = (cx - half, cy - half, cx + half, cy + half)
         crop = image.crop(tuple(int(round(v)) for v in roi)).resize((MESH_INPUT, MESH_INPUT), Image.Resampling.BILINEAR)
         points, flag = self._run(self.mesh, np.asarray(crop) / 255.0)
-        if 1 / (1 + np.exp(-flag.ravel()[-1])) < 0.5:
+        if _sigmoid(flag.ravel()[-1]) < 0.5:
             return None
         points = points.reshape(-1, 3).astype(np.float64)
         scale = (2 * half) / MESH_INPUT
