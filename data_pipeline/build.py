@@ -1,30 +1,36 @@
-"""``facellm data build``: images + labels -> QA records -> dataset on disk.
+"""``facellm data build`` (synthetic): procedural faces with exact labels -> QA records -> dataset on disk.
 
 Output layout::
 
-    DIR/images/<split>/<n>.png   the images (records refer to them relative to DIR)
+    DIR/images/<split>/<n>.png   the images (records refer to them relative to DIR); <n>_face<k>.png: one
+                                 face of a several-face scene
     DIR/dataset/                 datasets.DatasetDict (save_to_disk), one split per key
     DIR/parquet/<split>.parquet  the same records as Parquet
     DIR/sharegpt/<split>.jsonl   ShareGPT export + LLaMA-Factory dataset_info.json
     DIR/llava/<split>.json       LLaVA training JSON (single-image records)
-    DIR/manifest.json            what was built, from which seed, counts per split
+    DIR/rejects.jsonl            QA that failed validation, with the reason
+    DIR/manifest.json, README.md what was built (seed, counts) and the dataset card
+
+Images are a pure function of (seed, split, index), so a re-run draws only the
+missing ones and rebuilds the same records.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from data_pipeline import synthetic
-from data_pipeline.export import export_all
-from data_pipeline.templates import qa_pairs
+from data_pipeline.assemble import Face, write_dataset
+from data_pipeline.templates import TemplateOptions, scene_qa
 from facellm.errors import FacellmError
-from facellm.records import Record, chat
+from facellm.faces import quality_cues
 from facellm.schema import SYNTHETIC_ATTRIBUTES
 
 SPLIT_SEED_OFFSET = {"train": 0, "validation": 1, "test": 2}  # disjoint image streams per split
@@ -38,6 +44,8 @@ class BuildConfig:
     test_size: float = 0.05
     seed: int = 0
     image_size: int = 112
+    scene: synthetic.SceneOptions = field(default_factory=synthetic.SceneOptions)
+    templates: TemplateOptions = field(default_factory=TemplateOptions)
 
 
 def split_sizes(n: int, val_size: float, test_size: float) -> dict[str, int]:
@@ -50,38 +58,51 @@ def split_sizes(n: int, val_size: float, test_size: float) -> dict[str, int]:
     return {"train": n - val - test, "validation": val, "test": test}
 
 
-def synthetic_records(split: str, index: int, cfg: BuildConfig) -> list[dict]:
+def _save(image: Image.Image, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)  # a killed run never leaves a truncated image behind
+
+
+def _cues(image: Image.Image, box: list[float]) -> dict[str, float]:
+    return quality_cues(np.asarray(image.convert("L"), dtype=np.float64), box)
+
+
+def synthetic_faces(split: str, index: int, cfg: BuildConfig) -> list[Face]:
+    """The faces of image ``index`` of ``split``: the image itself when it holds one face, else one crop per
+    face plus the whole scene (face count, each face by place)."""
     stream = cfg.seed * 10 + SPLIT_SEED_OFFSET[split]
     rel = f"images/{split}/{index:06d}.png"
     path = cfg.out / rel
-    if not path.exists():  # deterministic, so a re-run only draws what is missing
-        image, spec = synthetic.generate(index, seed=stream, size=cfg.image_size)
-        tmp = path.with_name(f".{path.name}.tmp")
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)  # a killed run never leaves a truncated image behind
-    else:
-        spec = synthetic.generate_spec(index, seed=stream, size=cfg.image_size)
-    rng = random.Random(f"{stream}-{index}")
-    base = f"synthetic-{split}-{index:06d}"
-    return [
-        Record(id=f"{base}#{category}", images=[rel], messages=chat(q, a), labels=spec.labels,
-               category=category, source="synthetic", face={"box": synthetic.face_box(spec)}).model_dump()
-        for category, q, a in qa_pairs(spec.labels, rng)
-    ]
+    image, faces, _ = synthetic.generate_scene(index, stream, cfg.image_size, cfg.scene)
+    if not path.exists():
+        _save(image, path)
+    key = f"synthetic-{split}-{index:06d}"
+    scene_pairs = [] if cfg.scene.plain else scene_qa([f.labels for f in faces], random.Random(key))
+    if len(faces) == 1:
+        f = faces[0]
+        info = {"box": f.box, "cues": _cues(image, f.box), **({} if cfg.scene.plain else {"occlusion": f.occlusion})}
+        return [Face(key, rel, f.labels, split, "synthetic", info, f.observations, scene_pairs)]
+    out = [Face(f"{key}-scene", rel, {}, split, "synthetic", {}, None, scene_pairs)]
+    size = cfg.image_size
+    for k, f in enumerate(faces):
+        crop_rel = f"images/{split}/{index:06d}_face{k}.png"
+        crop = image.crop((k * size, 0, (k + 1) * size, size))
+        if not (cfg.out / crop_rel).exists():
+            _save(crop, cfg.out / crop_rel)
+        box = [round(f.box[0] - k * size, 1), f.box[1], round(f.box[2] - k * size, 1), f.box[3]]
+        info = {"box": box, "cues": _cues(crop, box), "occlusion": f.occlusion}
+        out.append(Face(f"{key}-face{k}", crop_rel, f.labels, split, "synthetic", info, f.observations))
+    return out
 
 
-def build_synthetic(cfg: BuildConfig) -> dict[str, int]:
+def build_synthetic(cfg: BuildConfig, teacher=None) -> dict:
     sizes = split_sizes(cfg.n, cfg.val_size, cfg.test_size)
-    records: dict[str, list[dict]] = {}
+    faces: list[Face] = []
     for split, size in sizes.items():
         (cfg.out / "images" / split).mkdir(parents=True, exist_ok=True)
-        records[split] = [r for i in tqdm(range(size), desc=f"synthetic {split}", unit="img")
-                          for r in synthetic_records(split, i, cfg)]
-    export_all(records, cfg.out)
-    manifest = {
-        "source": "synthetic", "seed": cfg.seed, "image_size": cfg.image_size,
-        "attributes": list(SYNTHETIC_ATTRIBUTES), "images": sizes,
-        "records": {s: len(r) for s, r in records.items()},
-    }
-    (cfg.out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return manifest["records"]
+        for i in tqdm(range(size), desc=f"synthetic {split}", unit="img"):
+            faces += synthetic_faces(split, i, cfg)
+    manifest = {"source": "synthetic", "seed": cfg.seed, "image_size": cfg.image_size,
+                "attributes": list(SYNTHETIC_ATTRIBUTES), "images": sizes, "scene": asdict(cfg.scene)}
+    return write_dataset(cfg.out, faces, cfg.templates, cfg.seed, [], manifest, teacher)

@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
+from facellm.errors import FacellmError
 from facellm.records import Record
 
 IMAGE_TAG = "<image>"
@@ -43,15 +44,16 @@ def from_sharegpt(row: dict, image_root: str = "") -> dict:
     return Record.model_validate(record).model_dump()
 
 
-def write_sharegpt(records_by_split: dict[str, list[dict]], out_dir: Path) -> None:
-    """One JSONL per split plus LLaMA-Factory's dataset_info.json (image paths relative to out_dir/..)."""
+def write_sharegpt(records_by_split: dict[str, list[dict]], out_dir: Path, image_root: str = "..") -> None:
+    """One JSONL per split plus LLaMA-Factory's dataset_info.json; image paths are ``image_root`` (the dataset
+    dir, relative to out_dir) joined with the records' paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     info = {}
     for split, records in records_by_split.items():
         path = out_dir / f"{split}.jsonl"
         with atomic_write(path) as f:
             for r in records:
-                f.write(json.dumps(to_sharegpt(r, ".."), ensure_ascii=False) + "\n")
+                f.write(json.dumps(to_sharegpt(r, image_root), ensure_ascii=False) + "\n")
         info[f"facellm_{split}"] = {
             "file_name": path.name, "formatting": "sharegpt",
             "columns": {"messages": "messages", "images": "images"},
@@ -95,18 +97,24 @@ def write_llava(records_by_split: dict[str, list[dict]], out_dir: Path) -> None:
             json.dump([to_llava(r) for r in records if len(r["images"]) == 1], f, ensure_ascii=False)
 
 
-def save_dataset(records_by_split: dict[str, list[dict]], out_dir: Path, parquet_dir: Path) -> None:
+def save_dataset(records_by_split: dict[str, list[dict]], out_dir: Path | None, parquet_dir: Path | None) -> None:
     """A ``datasets.DatasetDict`` under out_dir (replacing an older one only once complete) and one
-    Parquet file per split under parquet_dir."""
+    Parquet file per split under parquet_dir (either may be None)."""
     from datasets import Dataset, DatasetDict
 
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     dataset = DatasetDict({s: Dataset.from_list(r) for s, r in records_by_split.items()})
-    dataset.save_to_disk(str(tmp))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    if out_dir is not None:
+        tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        dataset.save_to_disk(str(tmp))
+        old = out_dir.with_name(f".{out_dir.name}.old")
+        if out_dir.exists():  # two renames: a crash in between leaves the old copy next to the new one
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    if parquet_dir is None:
+        return
     parquet_dir.mkdir(parents=True, exist_ok=True)
     for split, ds in dataset.items():
         part = parquet_dir / f".{split}.parquet.tmp"
@@ -114,8 +122,20 @@ def save_dataset(records_by_split: dict[str, list[dict]], out_dir: Path, parquet
         os.replace(part, parquet_dir / f"{split}.parquet")
 
 
-def export_all(records_by_split: dict[str, list[dict]], out: Path) -> None:
-    """Every on-disk form of a built dataset: dataset/, parquet/, sharegpt/, llava/."""
-    save_dataset(records_by_split, out / "dataset", out / "parquet")
-    write_sharegpt(records_by_split, out / "sharegpt")
-    write_llava(records_by_split, out / "llava")
+FORMATS = ("hf", "parquet", "sharegpt", "llava")
+
+
+def export_all(records_by_split: dict[str, list[dict]], out: Path, formats: tuple[str, ...] = FORMATS,
+               dataset_dir: Path | None = None) -> None:
+    """On-disk forms of a dataset under ``out``: dataset/ (hf), parquet/, sharegpt/, llava/. Record image
+    paths are relative to ``dataset_dir`` (default: out)."""
+    if unknown := set(formats) - set(FORMATS):
+        raise FacellmError(f"unknown export formats {sorted(unknown)}; known: {', '.join(FORMATS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    if "hf" in formats or "parquet" in formats:
+        save_dataset(records_by_split, out / "dataset" if "hf" in formats else None,
+                     out / "parquet" if "parquet" in formats else None)
+    if "sharegpt" in formats:
+        write_sharegpt(records_by_split, out / "sharegpt", os.path.relpath(dataset_dir or out, out / "sharegpt"))
+    if "llava" in formats:
+        write_llava(records_by_split, out / "llava")

@@ -1,13 +1,14 @@
-"""``facellm data build --source fairface|utkface|celeba|rafdb|folder --root DIR``: real images -> records.
+"""``facellm data build --source fairface|utkface|celeba|rafdb|folder|hf --root DIR``: real images -> records.
 
 Per image: open it (orientation fixed, RGB), find faces and cues, apply the
-filters, crop each kept face with a margin, write template QA from labels and
-cues. Every image ends as records or as a reject with its reason.
+filters, crop each kept face with a margin and save its 468 landmarks. Every
+image ends as faces or as a reject with its reason.
 
-Work is journalled: one JSON line per finished image in ``DIR/journal.jsonl``
-(a torn last line is ignored), so an interrupted build continues where it
-stopped, with no duplicate and no lost records; the dataset, ShareGPT export
-and ``DIR/rejects.jsonl`` are derived from the journal at the end.
+The expensive part is journalled: one JSON line per finished image in
+``DIR/journal.jsonl`` (a torn last line is ignored), so an interrupted build
+continues where it stopped, with no duplicate and no lost work. QA (templates,
+teacher through its on-disk cache), validation, exports and ``DIR/rejects.jsonl``
+are derived from the journal at the end (:mod:`data_pipeline.assemble`).
 """
 
 from __future__ import annotations
@@ -15,20 +16,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
-from data_pipeline.export import export_all
+from data_pipeline.assemble import SPLITS, Face, write_dataset
 from data_pipeline.sources import SourceItem, read_source
-from data_pipeline.templates import cue_qa, pose_from_cues, qa_pairs
+from data_pipeline.templates import TemplateOptions, pose_from_cues
 from facellm.errors import FacellmError
-from facellm.images import ImageError, load_image
-from facellm.records import Record, chat
-
-SPLITS = ("train", "validation", "test")
+from facellm.images import ImageError, load_image, load_image_bytes
 
 
 @dataclass
@@ -37,14 +35,16 @@ class IngestConfig:
     root: Path
     out: Path
     labels: Path | None = None
+    columns: dict[str, str] = field(default_factory=dict)  # hf: attribute/image/identity/split -> column
     min_face: int = 32  # pixels, shorter side of the face box
     max_faces: int = 1  # images with more faces: skipped, or one record set per face with multi_face="each"
     multi_face: str = "skip"  # skip | each
     min_blur: float = 0.0  # Laplacian variance of the face crop; 0 keeps all
     crop_margin: float = 0.25  # added on every side, as a fraction of the face box
-    val_size: float = 0.05  # where the source has no split of its own: fraction of images, by key hash
+    val_size: float = 0.05  # where the source has no split of its own: fraction of images (or identities)
     test_size: float = 0.05
     seed: int = 0
+    templates: TemplateOptions = field(default_factory=TemplateOptions)
 
 
 def hash_split(key: str, val_size: float, test_size: float) -> str:
@@ -71,7 +71,7 @@ class Ingest:
         if item.problems:
             return "labels: " + "; ".join(item.problems)
         try:
-            image = load_image(item.image)
+            image = load_image_bytes(item.data, item.name) if item.data is not None else load_image(item.image)
         except ImageError as e:
             return f"image: {e}"
         faces = self.analyzer.analyze(image)
@@ -85,36 +85,45 @@ class Ingest:
             return f"every face is smaller than {self.cfg.min_face} px or blurrier than {self.cfg.min_blur}"
         return image, kept
 
-    def records(self, item: SourceItem, image, faces) -> list[dict]:
-        split = item.split if item.split in SPLITS else hash_split(item.key, self.cfg.val_size, self.cfg.test_size)
-        out = []
-        for n, face in enumerate(faces):
-            x0, y0, x1, y1 = face.box
-            m = self.cfg.crop_margin * max(x1 - x0, y1 - y0)
-            crop_box = tuple(int(round(v)) for v in (max(0, x0 - m), max(0, y0 - m),
-                                                     min(image.width, x1 + m), min(image.height, y1 + m)))
-            rel = f"images/{self.cfg.source}/{_safe(item.key)}" + (f"_face{n}" if len(faces) > 1 else "") + ".jpg"
-            tmp = self.cfg.out / (rel + ".tmp")
-            image.crop(crop_box).save(tmp, format="JPEG", quality=95)
-            os.replace(tmp, self.cfg.out / rel)
-            labels = dict(item.labels)
-            if (pose := pose_from_cues(face.cues)) is not None:
-                labels.setdefault("head_pose", pose)
-            rng = random.Random(f"{self.cfg.seed}-{item.source}-{item.key}-{n}")
-            base = f"{item.source}-{_safe(item.key)}" + (f"-face{n}" if len(faces) > 1 else "")
-            face_info = {"box": [round(v - o, 1) for v, o in zip(face.box, crop_box[:2] * 2)], "cues": face.cues}
-            for category, q, a in qa_pairs(labels, rng) + cue_qa(face.cues, rng):
-                out.append({**Record(id=f"{base}#{category}", images=[rel], messages=chat(q, a), labels=labels,
-                                     category=category, source=item.source, face=face_info).model_dump(),
-                            "split": split})
-        return out
+    def split_of(self, item: SourceItem) -> str:
+        """The dataset's own split, else a hash of the identity (all photos of a person on one side), else
+        of the image."""
+        if item.split in SPLITS:
+            return item.split
+        return hash_split(item.identity or item.key, self.cfg.val_size, self.cfg.test_size)
+
+    def crop(self, item: SourceItem, image, face, n: int | None) -> dict:
+        """Save the face's crop (and its landmarks); the Face fields, as a dict for the journal. ``n``
+        numbers the faces of a several-face image (None: the image's only face)."""
+        x0, y0, x1, y1 = face.box
+        m = self.cfg.crop_margin * max(x1 - x0, y1 - y0)
+        crop_box = tuple(int(round(v)) for v in (max(0, x0 - m), max(0, y0 - m),
+                                                 min(image.width, x1 + m), min(image.height, y1 + m)))
+        stem = f"images/{self.cfg.source}/{_safe(item.key).replace('.', '_')}" + (f"_face{n}" if n is not None else "")
+        tmp = self.cfg.out / f"{stem}.tmp.jpg"
+        image.crop(crop_box).save(tmp, format="JPEG", quality=95)
+        os.replace(tmp, self.cfg.out / f"{stem}.jpg")
+        info = {"box": [round(v - o, 1) for v, o in zip(face.box, crop_box[:2] * 2)], "cues": face.cues}
+        if face.landmarks is not None:
+            points = (face.landmarks - np.array([crop_box[0], crop_box[1], 0])).astype(np.float32)
+            with open(self.cfg.out / f"{stem}.landmarks.npy.tmp", "wb") as f:
+                np.save(f, points)
+            os.replace(self.cfg.out / f"{stem}.landmarks.npy.tmp", self.cfg.out / f"{stem}.landmarks.npy")
+            info["landmarks"] = f"{stem}.landmarks.npy"
+        labels = dict(item.labels)
+        if (pose := pose_from_cues(face.cues)) is not None:
+            labels.setdefault("head_pose", pose)
+        key = f"{item.source}-{_safe(item.key)}" + (f"-face{n}" if n is not None else "")
+        return asdict(Face(key, f"{stem}.jpg", labels, self.split_of(item), item.source, info))
 
     def process(self, item: SourceItem) -> dict:
         result = self.faces(item)
         if isinstance(result, str):
-            return {"key": item.key, "records": [], "reject": {"source": item.source, "input": str(item.image),
-                                                              "reason": result}}
-        return {"key": item.key, "records": self.records(item, *result), "reject": None}
+            return {"key": item.key, "faces": [], "reject": {"source": item.source, "input": item.name,
+                                                            "reason": result}}
+        image, faces = result
+        return {"key": item.key, "faces": [self.crop(item, image, f, n if len(faces) > 1 else None)
+                                              for n, f in enumerate(faces)], "reject": None}
 
 
 def _read_journal(path: Path) -> dict[str, dict]:
@@ -125,15 +134,16 @@ def _read_journal(path: Path) -> dict[str, dict]:
                 entry = json.loads(line)
             except json.JSONDecodeError:
                 continue  # the line a killed run was writing
-            done[entry["key"]] = entry
+            if "faces" in entry:  # journals of older versions held records: those images are redone
+                done[entry["key"]] = entry
     return done
 
 
-def ingest(cfg: IngestConfig) -> dict:
+def ingest(cfg: IngestConfig, teacher=None) -> dict:
     if not (0 <= cfg.val_size < 1 and 0 <= cfg.test_size < 1):
         raise FacellmError(f"--val-size {cfg.val_size} / --test-size {cfg.test_size}: for real sources these are "
                            "fractions of the images in [0, 1), applied where the dataset has no split of its own")
-    items = list(read_source(cfg.source, cfg.root, cfg.labels))
+    items = list(read_source(cfg.source, cfg.root, cfg.labels, cfg.columns))
     cfg.out.mkdir(parents=True, exist_ok=True)
     journal_path = cfg.out / "journal.jsonl"
     done = _read_journal(journal_path)
@@ -149,18 +159,10 @@ def ingest(cfg: IngestConfig) -> dict:
                 journal.flush()
                 done[item.key] = entry
     entries = [done[item.key] for item in items if item.key in done]
-    by_split = {s: [] for s in SPLITS}
-    for entry in entries:
-        for r in entry["records"]:
-            by_split[r["split"]].append({k: v for k, v in r.items() if k != "split"})
-    by_split = {s: r for s, r in by_split.items() if r}
-    if not by_split:
-        raise FacellmError(f"{cfg.root}: no image gave a record; see {cfg.out / 'rejects.jsonl'}")
-    rejects = [e["reject"] for e in entries if e["reject"]]
-    with (cfg.out / "rejects.jsonl").open("w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects)
-    export_all(by_split, cfg.out)
-    manifest = {"source": cfg.source, "root": str(cfg.root), "images": len(items), "rejected": len(rejects),
-                "records": {s: len(r) for s, r in by_split.items()}}
-    (cfg.out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return manifest
+    faces = [Face(**f) for e in entries for f in e["faces"]]
+    if not faces:
+        raise FacellmError(f"{cfg.root}: no image gave a face; reasons in {cfg.out / 'rejects.jsonl'}")
+    manifest = {"source": cfg.source, "root": str(cfg.root), "images": len(items),
+                "rejected": sum(e["reject"] is not None for e in entries)}
+    return write_dataset(cfg.out, faces, cfg.templates, cfg.seed, [e["reject"] for e in entries if e["reject"]],
+                         manifest, teacher)

@@ -24,6 +24,13 @@ class SourceItem:
     labels: dict[str, str] = field(default_factory=dict)
     split: str | None = None  # the dataset's own split, where it has one
     problems: list[str] = field(default_factory=list)
+    identity: str | None = None  # who is pictured, where the dataset says: splits keep a person on one side
+    data: bytes | None = None  # encoded image bytes, for sources that hold images inside (datasets)
+
+    @property
+    def name(self) -> str:
+        """How rejects and errors name the input."""
+        return str(self.image) if self.data is None else f"{self.source}:{self.key}"
 
 
 def _require(path: Path, what: str) -> Path:
@@ -95,13 +102,20 @@ CELEBA_HAIR = {"Black_Hair": "black", "Blond_Hair": "blond", "Brown_Hair": "brow
 CELEBA_SPLIT = {"0": "train", "1": "validation", "2": "test"}
 
 
+def _two_columns(path: Path) -> dict[str, str]:
+    """``name value`` lines (CelebA's partition and identity files); {} when the file is absent."""
+    if not path.is_file():
+        return {}
+    return dict(line.split()[:2] for line in path.read_text().splitlines() if len(line.split()) >= 2)
+
+
 def read_celeba(root: Path) -> Iterator[SourceItem]:
-    """``list_attr_celeba.txt`` (40 attributes, 1/-1), ``list_eval_partition.txt``, ``img_align_celeba/``."""
+    """``list_attr_celeba.txt`` (40 attributes, 1/-1), ``list_eval_partition.txt``, ``identity_CelebA.txt``,
+    ``img_align_celeba/``."""
     attr_lines = _require(root / "list_attr_celeba.txt", "CelebA's list_attr_celeba.txt").read_text().split("\n")
     names = attr_lines[1].split()
-    partition_file = root / "list_eval_partition.txt"
-    partition = dict(line.split() for line in partition_file.read_text().splitlines() if line.strip()) \
-        if partition_file.is_file() else {}
+    partition = _two_columns(root / "list_eval_partition.txt")
+    identity = _two_columns(root / "identity_CelebA.txt")
     for line in attr_lines[2:]:
         if not line.strip():
             continue
@@ -119,7 +133,7 @@ def read_celeba(root: Path) -> Iterator[SourceItem]:
             if len(hair) == 1:  # none or several: the colour is not known
                 labels["hair_color"] = hair[0]
         yield SourceItem("celeba", file, root / "img_align_celeba" / file, labels,
-                         CELEBA_SPLIT.get(partition.get(file, "")), problems)
+                         CELEBA_SPLIT.get(partition.get(file, "")), problems, identity.get(file))
 
 
 # ----------------------------------------------------------------------------- RAF-DB
@@ -148,7 +162,7 @@ def read_rafdb(root: Path) -> Iterator[SourceItem]:
 # ----------------------------------------------------------------------------- folder + labels file
 
 def read_folder(root: Path, labels_file: Path) -> Iterator[SourceItem]:
-    """Any image folder with a CSV (header ``file,<attribute>...``) or JSONL (``{"file", <attribute>...}``)."""
+    """Any image folder with a CSV (header ``file,<attribute>...[,split][,identity]``) or JSONL (same keys)."""
     _require(labels_file, "a CSV or JSONL labels file")
     if labels_file.suffix == ".jsonl":
         rows = []
@@ -164,25 +178,89 @@ def read_folder(root: Path, labels_file: Path) -> Iterator[SourceItem]:
     for n, row in enumerate(rows, 1):
         if "file" not in row:
             raise FacellmError(f"{labels_file}: row {n} has no 'file' column")
-        labels, problems = {}, []
-        for attribute, raw in row.items():
-            if attribute == "file" or raw in (None, ""):
-                continue
-            if attribute not in ATTRIBUTES:
-                problems.append(f"unknown attribute {attribute!r}")
-            else:
-                _label(labels, problems, attribute, str(raw))
-        yield SourceItem("folder", row["file"], root / row["file"], labels, row.get("split"), problems)
+        labels, problems = _labels_of(row, ("file", "split", "identity"))
+        yield SourceItem("folder", row["file"], root / row["file"], labels, row.get("split") or None, problems,
+                         str(row["identity"]) if row.get("identity") not in (None, "") else None)
+
+
+def _labels_of(row: dict, skip: tuple[str, ...]) -> tuple[dict, list]:
+    """Schema labels from a row whose other keys are attribute names."""
+    labels, problems = {}, []
+    for attribute, raw in row.items():
+        if attribute in skip or raw in (None, ""):
+            continue
+        if attribute not in ATTRIBUTES:
+            problems.append(f"unknown attribute {attribute!r}")
+        else:
+            _label(labels, problems, attribute, str(raw))
+    return labels, problems
+
+
+# ----------------------------------------------------------------------------- Hugging Face datasets
+
+HF_SPLITS = {"train": "train", "validation": "validation", "val": "validation", "valid": "validation",
+             "test": "test"}
+HF_ROLES = ("image", "identity", "split")  # column roles besides the schema attributes
+
+
+def _load_hf(root: Path):
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    if (root / "dataset_dict.json").is_file() or (root / "state.json").is_file():
+        ds = load_from_disk(str(root))
+    elif root.suffix == ".parquet":
+        ds = load_dataset("parquet", data_files=str(root))
+    elif any(root.rglob("*.parquet")):
+        ds = load_dataset("parquet", data_dir=str(root))
+    else:
+        ds = load_dataset("imagefolder", data_dir=str(root))
+    return ds if isinstance(ds, DatasetDict) else DatasetDict({"train": ds})
+
+
+def read_hf(root: Path, columns: dict[str, str] | None = None) -> Iterator[SourceItem]:
+    """A ``datasets`` dataset on disk: ``save_to_disk`` folder, Parquet file(s) or an imagefolder with
+    metadata.csv/jsonl. ``columns`` maps roles (image, identity, split, or a schema attribute) to column
+    names; unmapped attributes are looked up under their own names. Class-label columns give their names."""
+    from datasets import ClassLabel, Image
+
+    _require(root, "a datasets folder, a Parquet file or an imagefolder")
+    if unknown := set(columns or {}) - set(HF_ROLES) - set(ATTRIBUTES):
+        raise FacellmError(f"--columns {sorted(unknown)}: not a role ({', '.join(HF_ROLES)}) or an attribute")
+    role = {r: (columns or {}).get(r, r) for r in (*HF_ROLES, *ATTRIBUTES)}
+    ds = _load_hf(root)
+    for split_name, part in ds.items():
+        if role["image"] not in part.column_names:
+            raise FacellmError(f"{root}: no image column {role['image']!r} (columns: {', '.join(part.column_names)}); "
+                               "map it with --columns image=NAME")
+        part = part.cast_column(role["image"], Image(decode=False))
+        names = {c: f.int2str for c, f in part.features.items() if isinstance(f, ClassLabel)}
+        own_split = HF_SPLITS.get(split_name) if len(ds) > 1 else None  # a lone "train" is no split at all
+        for i, row in enumerate(part):
+            cell = row[role["image"]] or {}
+            raw = {a: names[c](row[c]) if c in names and row[c] is not None else row[c]
+                   for a in ATTRIBUTES if (c := role[a]) in row}
+            labels, problems = _labels_of(raw, ())
+            split = HF_SPLITS.get(str(row.get(role["split"]) or "")) or own_split
+            identity = row.get(role["identity"])
+            key = f"{split_name}/{i}"
+            if cell.get("bytes") is None and not cell.get("path"):
+                problems.append("no image in this row")
+            yield SourceItem("hf", key, Path(cell.get("path") or key), labels, split, problems,
+                             None if identity in (None, "") else str(identity), cell.get("bytes"))
 
 
 READERS = {"fairface": read_fairface, "utkface": read_utkface, "celeba": read_celeba, "rafdb": read_rafdb}
+SOURCES = ("synthetic", *READERS, "folder", "hf")
 
 
-def read_source(name: str, root: Path, labels_file: Path | None = None) -> Iterator[SourceItem]:
+def read_source(name: str, root: Path, labels_file: Path | None = None,
+                columns: dict[str, str] | None = None) -> Iterator[SourceItem]:
     if name == "folder":
         if labels_file is None:
             raise FacellmError("--source folder needs --labels FILE (CSV or JSONL with a 'file' column)")
         return read_folder(root, labels_file)
+    if name == "hf":
+        return read_hf(root, columns)
     if name not in READERS:
-        raise FacellmError(f"unknown source {name!r}; known: synthetic, folder, {', '.join(READERS)}")
+        raise FacellmError(f"unknown source {name!r}; known: {', '.join(SOURCES)}")
     return READERS[name](root)

@@ -13,7 +13,7 @@ import random
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 SKIN = {"light": (238, 206, 179), "medium": (194, 140, 96), "dark": (104, 66, 42)}
 HAIR = {"black": (22, 22, 24), "brown": (112, 66, 30), "blond": (236, 204, 96), "gray": (168, 168, 170)}
@@ -168,3 +168,102 @@ def generate(index: int, seed: int = 0, size: int = 112) -> tuple[Image.Image, F
 
 def spec_dict(spec: FaceSpec) -> dict:
     return asdict(spec)
+
+
+# ------------------------------------------------------------------ scenes: several faces, lighting, blur, occlusion
+
+# what the renderer draws for each expression: exact observations for an expression chain of thought
+EXPRESSION_OBSERVATIONS = {
+    "happy": ["the mouth is curved upward and open in a wide smile", "the brows are level"],
+    "sad": ["the mouth corners are turned down", "the inner ends of the brows are raised"],
+    "surprised": ["the lips are parted in a round shape", "the brows are raised high above the eyes"],
+    "neutral": ["the lips form a straight line", "the brows are level"],
+}
+LIGHTING = ("normal", "dim", "bright", "side")
+OCCLUSIONS = ("none", "mouth", "eyes")
+# what an occluder hides: those labels are no longer visible, so they are dropped
+OCCLUDED_LABELS = {"mouth": ("expression",), "eyes": ("glasses",)}
+
+
+@dataclass(frozen=True)
+class SceneOptions:
+    max_faces: int = 1  # faces per image drawn from 1..max_faces
+    lighting: tuple[str, ...] = ("normal",)  # drawn per image
+    blur: float = 0.0  # chance that an image is Gaussian-blurred
+    occlusion: float = 0.0  # chance that a face is partly covered (mouth or eyes)
+
+    def __post_init__(self):
+        if self.max_faces < 1:
+            raise ValueError(f"max_faces {self.max_faces}: need at least 1")
+        if unknown := set(self.lighting) - set(LIGHTING):
+            raise ValueError(f"unknown lighting {sorted(unknown)}; known: {', '.join(LIGHTING)}")
+        for name in ("blur", "occlusion"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} {getattr(self, name)}: expected a probability in [0, 1]")
+
+    @property
+    def plain(self) -> bool:
+        return self.max_faces == 1 and self.lighting == ("normal",) and not self.blur and not self.occlusion
+
+
+@dataclass
+class SceneFace:
+    spec: FaceSpec
+    box: list[float]  # pixels of the scene image
+    labels: dict[str, str]  # what is visible: occluded attributes removed
+    occlusion: str  # none | mouth | eyes
+    observations: list[str] | None
+
+
+def _occlude(image: Image.Image, spec: FaceSpec, part: str) -> None:
+    """A flat patch over the mouth (a face mask) or the eyes (a bar), in the face's own image."""
+    d = ImageDraw.Draw(image)
+    w = spec.face_w * spec.size
+    h = 1.22 * w
+    cx, cy = spec.cx * spec.size, spec.cy * spec.size
+    if part == "mouth":
+        d.rounded_rectangle([cx - 0.45 * w, cy + 0.12 * h, cx + 0.45 * w, cy + 0.45 * h], radius=int(0.1 * w),
+                            fill=(90, 150, 210))
+    else:
+        d.rectangle([cx - 0.5 * w, cy - 0.16 * h, cx + 0.5 * w, cy + 0.04 * h], fill=(25, 25, 25))
+
+
+def _light(image: Image.Image, lighting: str) -> Image.Image:
+    if lighting == "normal":
+        return image
+    a = np.asarray(image, dtype=np.float32)
+    if lighting == "dim":
+        a = a * 0.3
+    elif lighting == "bright":
+        a = a * 0.5 + 150
+    elif lighting == "side":  # light from the left, falling off to the right
+        a = a * np.linspace(1.25, 0.35, a.shape[1], dtype=np.float32)[None, :, None]
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+
+
+def generate_scene(index: int, seed: int, size: int, options: SceneOptions) -> tuple[Image.Image, list[SceneFace], dict]:
+    """Image number ``index``: 1..max_faces faces side by side, then lighting and blur over the whole image.
+    Returns the image, its faces (boxes, visible labels) and the scene's conditions."""
+    rng = random.Random(f"scene-{seed}-{index}")
+    n = rng.randint(1, options.max_faces)
+    canvas = Image.new("RGB", (size * n, size))
+    faces = []
+    for k in range(n):
+        # one face: the plain stream, mirror pairs included; several: distinct people, half of them mirrored
+        number = index if options.max_faces == 1 else (index * options.max_faces + k) * 2 + k % 2
+        image, spec = generate(number, seed, size)
+        occlusion = rng.choice(OCCLUSIONS[1:]) if rng.random() < options.occlusion else "none"
+        if occlusion != "none":
+            _occlude(image, spec, occlusion)  # spec's geometry is the returned image's, mirrored or not
+        labels = {a: v for a, v in spec.labels.items() if a not in OCCLUDED_LABELS.get(occlusion, ())}
+        canvas.paste(image, (k * size, 0))
+        x0, y0, x1, y1 = face_box(spec)
+        box = [round(max(0.0, x0) + k * size, 1), max(0.0, y0), round(min(size, x1) + k * size, 1), min(size, y1)]
+        observations = EXPRESSION_OBSERVATIONS[spec.expression] if "expression" in labels else None
+        faces.append(SceneFace(spec, box, labels, occlusion, observations))
+    lighting = rng.choice(options.lighting)
+    canvas = _light(canvas, lighting)
+    blurred = rng.random() < options.blur
+    if blurred:
+        canvas = canvas.filter(ImageFilter.GaussianBlur(radius=size / 40))
+    return canvas, faces, {"lighting": lighting, "blurred": blurred, "faces": n}

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from pathlib import Path
 
+from data_pipeline.sources import SOURCES
+from data_pipeline.templates import KINDS
 from facellm.errors import FacellmError
 
 EPILOG = "Run `facellm demo` for the whole loop offline: data -> tiny model -> eval -> train -> eval -> serve -> chat."
@@ -60,26 +63,130 @@ def cmd_tiny_model(args) -> None:
     print(f"tiny {args.family} model written to {args.out}")
 
 
+def _apply_config(args, parser: argparse.ArgumentParser) -> None:
+    """Values from the YAML config (keys = the long flags, - or _) wherever the flag itself was not given."""
+    import yaml
+
+    path = Path(args.config)
+    if not path.is_file():
+        raise FacellmError(f"{path}: no such config file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise FacellmError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise FacellmError(f"{path}: expected a mapping of settings, e.g. `source: fairface`")
+    known = {a.dest for a in parser._actions} - {"help", "config", "func"}
+    for key, value in raw.items():
+        dest = key.replace("-", "_")
+        if dest not in known:
+            raise FacellmError(f"{path}: unknown setting {key!r}; known: {', '.join(sorted(known))}")
+        if getattr(args, dest) == parser.get_default(dest):
+            if isinstance(value, dict):  # columns: {image: img, age: age_bin}
+                value = ",".join(f"{k}={v}" for k, v in value.items())
+            setattr(args, dest, ",".join(map(str, value)) if isinstance(value, list) else value)
+
+
+def _pair(value: str) -> tuple[str, str]:
+    role, sep, column = value.partition("=")
+    if not sep or not role.strip() or not column.strip():
+        raise FacellmError(f"--columns {value!r}: expected ROLE=COLUMN, e.g. image=img")
+    return role.strip(), column.strip()
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in str(value or "").split(",") if v.strip())
+
+
+def _teacher(args, out: Path):
+    if not args.teacher_url:
+        return None
+    from data_pipeline.teacher import Teacher, TeacherConfig
+
+    if not args.teacher_model:
+        raise FacellmError("--teacher-url needs --teacher-model (the model name the endpoint serves)")
+    cfg = TeacherConfig(url=args.teacher_url, model=args.teacher_model, qa_per_category=args.teacher_qa,
+                        concurrency=args.teacher_concurrency, timeout=args.teacher_timeout,
+                        max_retries=args.teacher_retries)
+    return Teacher(cfg, out / "teacher_cache")
+
+
 def cmd_data_build(args) -> None:
+    from data_pipeline.synthetic import SceneOptions
+    from data_pipeline.templates import TemplateOptions
+
+    if args.config:
+        _apply_config(args, args.parser)
+    if not args.out:
+        raise FacellmError("--out DIR is required (flag or `out:` in the config)")
+    out = Path(args.out)
+    try:
+        templates = TemplateOptions(kinds=_csv(args.qa), mcq_per_face=args.mcq_per_face, refusal_rate=args.refusal_rate)
+        scene = SceneOptions(max_faces=args.scene_faces, lighting=_csv(args.lighting), blur=args.blur,
+                             occlusion=args.occlusion)
+    except ValueError as e:
+        raise FacellmError(str(e)) from None
+    teacher = _teacher(args, out)
     if args.source != "synthetic":
         from data_pipeline.ingest import IngestConfig, ingest
 
         if not args.root:
             raise FacellmError(f"--source {args.source} needs --root DIR (the dataset's folder)")
+        if not Path(args.root).exists():
+            raise FacellmError(f"{args.root}: no such file or directory")
+        columns = dict(_pair(c) for c in _csv(args.columns))
         manifest = ingest(IngestConfig(
-            source=args.source, root=Path(args.root), out=Path(args.out), labels=Path(args.labels) if args.labels else None,
-            min_face=args.min_face, max_faces=args.max_faces, multi_face=args.multi_face, min_blur=args.min_blur,
-            val_size=args.val_size, test_size=args.test_size, seed=args.seed))
-        print(f"dataset written to {args.out}: {manifest['images']} images, {manifest['rejected']} rejected "
-              f"(reasons in {Path(args.out) / 'rejects.jsonl'}); records: {manifest['records']}")
-        return
-    from data_pipeline.build import BuildConfig, build_synthetic
+            source=args.source, root=Path(args.root), out=out, labels=Path(args.labels) if args.labels else None,
+            columns=columns, min_face=args.min_face, max_faces=args.max_faces, multi_face=args.multi_face,
+            min_blur=args.min_blur, val_size=args.val_size, test_size=args.test_size, seed=args.seed,
+            templates=templates), teacher)
+        print(f"{manifest['images']} images, {manifest['rejected']} rejected")
+    else:
+        from data_pipeline.build import BuildConfig, build_synthetic
 
-    if args.n < 3:
-        raise FacellmError(f"--n {args.n}: need at least 3 images (train, validation, test)")
-    counts = build_synthetic(BuildConfig(out=Path(args.out), n=args.n, val_size=args.val_size,
-                                         test_size=args.test_size, seed=args.seed, image_size=args.image_size))
-    print(f"dataset written to {args.out}: " + ", ".join(f"{s} {n} records" for s, n in counts.items()))
+        if args.n < 3:
+            raise FacellmError(f"--n {args.n}: need at least 3 images (train, validation, test)")
+        manifest = build_synthetic(BuildConfig(out=out, n=args.n, val_size=args.val_size, test_size=args.test_size,
+                                               seed=args.seed, image_size=args.image_size, scene=scene,
+                                               templates=templates), teacher)
+    print(f"dataset written to {out}: records {manifest['records']}; QA rejected by validation: "
+          f"{manifest['rejected_qa'] or 0} (all rejects with reasons in {out / 'rejects.jsonl'})")
+    if teacher is not None:
+        print(f"teacher: {teacher.usage.summary()}")
+
+
+def cmd_data_inspect(args) -> None:
+    from data_pipeline.summary import format_summary, summarize
+    from data_pipeline.templates import group_of
+
+    summary = summarize(Path(args.dir), group_of=group_of, samples_per_category=args.samples)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(format_summary(summary))
+
+
+def cmd_data_export(args) -> None:
+    from data_pipeline.export import export_all
+    from facellm.records import load_splits
+
+    out = Path(args.out or args.dir)
+    export_all(load_splits(args.dir), out, _csv(args.formats), dataset_dir=Path(args.dir))
+    print(f"exported {', '.join(_csv(args.formats))} of {args.dir} to {out}")
+
+
+def cmd_data_leakage(args) -> None:
+    from data_pipeline.hygiene import find_duplicates, find_leaks, format_report, write_report
+
+    report = find_leaks(Path(args.dir), Path(args.against), max_distance=args.max_distance, progress=True)
+    print(format_report(report))
+    path = write_report(report, Path(args.report) if args.report else Path(args.dir) / "leakage.json")
+    duplicates = find_duplicates(Path(args.dir), max_distance=args.max_distance)
+    print(format_report(duplicates))
+    print(f"report: {path}")
+    if args.fail and (report.leaks or duplicates.cross_split):
+        raise FacellmError(f"{len(report.leaks)} benchmark images and {len(duplicates.cross_split)} cross-split "
+                           f"pairs leak in {args.dir}")
 
 
 def cmd_train(args) -> None:
@@ -156,26 +263,77 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="build face QA datasets")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    b = data_sub.add_parser("build", help="images + labels -> QA records -> dataset dir",
-                            description="Write DIR/dataset (datasets.DatasetDict), DIR/parquet, DIR/sharegpt (+ "
-                                        "LLaMA-Factory dataset_info.json), DIR/llava, DIR/images, DIR/manifest.json. "
-                                        "Splits are by image.")
-    b.add_argument("--source", choices=["synthetic", "fairface", "utkface", "celeba", "rafdb", "folder"],
-                   default="synthetic", help="synthetic faces, or a dataset in its own on-disk layout under --root")
-    b.add_argument("--root", type=_existing_dir, help="the dataset's folder (real sources)")
+    b = data_sub.add_parser(
+        "build", help="images + labels -> validated QA records -> dataset dir",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Write DIR/dataset (datasets.DatasetDict), DIR/parquet, DIR/sharegpt (+ LLaMA-Factory "
+                    "dataset_info.json), DIR/llava, DIR/images, DIR/rejects.jsonl, DIR/manifest.json and the dataset "
+                    "card DIR/README.md. Every answer is checked against the labels and cues; contradictions and "
+                    "identity claims go to rejects.jsonl with the reason. Resumable: run it again after a crash.",
+        epilog="Settings can come from a YAML file whose keys are the long flags (e.g. `source: fairface`, "
+               "`root: data/fairface`, `teacher-url: ...`); flags given on the command line win. Teacher API key: "
+               "$FACELLM_TEACHER_API_KEY or $OPENAI_API_KEY.")
+    b.add_argument("config", nargs="?", help="YAML file with any of the settings below")
+    b.add_argument("--source", choices=list(SOURCES), default="synthetic",
+                   help="synthetic faces, or a dataset in its own on-disk layout under --root")
+    b.add_argument("--root", help="the dataset's folder (real sources); for hf also a Parquet file")
     b.add_argument("--labels", help="labels file for --source folder: CSV or JSONL with a 'file' column")
-    b.add_argument("--n", type=int, default=1000, help="number of images (synthetic)")
-    b.add_argument("--out", required=True, type=_output_dir, help="output dataset directory")
-    b.add_argument("--val-size", type=float, default=0.05, help="validation images: fraction (<1) or count")
-    b.add_argument("--test-size", type=float, default=0.05, help="test images: fraction (<1) or count")
+    b.add_argument("--columns", help="hf: role=column pairs, e.g. image=img,age=age_bin,identity=person_id")
+    b.add_argument("--out", type=_output_dir, help="output dataset directory")
+    b.add_argument("--val-size", type=float, default=0.05, help="validation: fraction, or image count (synthetic)")
+    b.add_argument("--test-size", type=float, default=0.05, help="test: fraction, or image count (synthetic)")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--image-size", type=int, default=112, help="synthetic image size")
-    b.add_argument("--min-face", type=int, default=32, help="skip faces smaller than this (pixels)")
-    b.add_argument("--max-faces", type=int, default=1, help="images with more faces are skipped (see --multi-face)")
-    b.add_argument("--multi-face", choices=["skip", "each"], default="skip",
+    q = b.add_argument_group("QA")
+    q.add_argument("--qa", default=",".join(KINDS), help="template kinds to write (comma list)")
+    q.add_argument("--mcq-per-face", type=int, default=1, help="multiple-choice questions per face")
+    q.add_argument("--refusal-rate", type=float, default=0.1,
+                   help="share of faces that also get an identity question and its polite decline")
+    q.add_argument("--teacher-url", help="OpenAI-compatible endpoint of a teacher LLM, e.g. http://host:8000/v1")
+    q.add_argument("--teacher-model", help="the teacher's model name")
+    q.add_argument("--teacher-qa", type=int, default=2, help="teacher QA per FaceLLM category per face")
+    q.add_argument("--teacher-concurrency", type=int, default=8, help="teacher requests in flight")
+    q.add_argument("--teacher-timeout", type=float, default=60.0, help="seconds per teacher request")
+    q.add_argument("--teacher-retries", type=int, default=6,
+                   help="retries on 429/5xx/timeouts/bad JSON, with exponential backoff and jitter")
+    r = b.add_argument_group("real sources: faces")
+    r.add_argument("--min-face", type=int, default=32, help="skip faces smaller than this (pixels)")
+    r.add_argument("--max-faces", type=int, default=1, help="images with more faces are skipped (see --multi-face)")
+    r.add_argument("--multi-face", choices=["skip", "each"], default="skip",
                    help="images with more than --max-faces faces: skip them, or one record set per face")
-    b.add_argument("--min-blur", type=float, default=0.0, help="skip faces blurrier than this Laplacian variance")
-    b.set_defaults(func=cmd_data_build)
+    r.add_argument("--min-blur", type=float, default=0.0, help="skip faces blurrier than this Laplacian variance")
+    y = b.add_argument_group("synthetic source")
+    y.add_argument("--n", type=int, default=1000, help="number of images")
+    y.add_argument("--image-size", type=int, default=112, help="pixels per face")
+    y.add_argument("--scene-faces", type=int, default=1, help="faces per image: 1 to this many")
+    y.add_argument("--lighting", default="normal", help="lighting drawn per image from: normal,dim,bright,side")
+    y.add_argument("--blur", type=float, default=0.0, help="chance that an image is blurred")
+    y.add_argument("--occlusion", type=float, default=0.0, help="chance that a face's mouth or eyes are covered")
+    b.set_defaults(func=cmd_data_build, parser=b)
+
+    i = data_sub.add_parser("inspect", help="counts per split, category, attribute and group; sample QA")
+    i.add_argument("dir", type=_existing_dir, help="dataset directory")
+    i.add_argument("--samples", type=int, default=2, help="sample QA per category")
+    i.add_argument("--json", action="store_true", help="print the summary as JSON")
+    i.set_defaults(func=cmd_data_inspect)
+
+    e = data_sub.add_parser("export", help="write a dataset dir's records again, in chosen formats",
+                            description="Formats: hf (datasets on disk), parquet, sharegpt (+ dataset_info.json), "
+                                        "llava. Image paths stay relative to the dataset dir.")
+    e.add_argument("dir", type=_existing_dir, help="dataset directory")
+    e.add_argument("--formats", default="hf,parquet,sharegpt,llava", help="comma list")
+    e.add_argument("--out", type=_output_dir, help="where to write (default: the dataset dir)")
+    e.set_defaults(func=cmd_data_export)
+
+    k = data_sub.add_parser("leakage", help="benchmark images that are (near-)copies of dataset images",
+                            description="Perceptual hashes of every dataset image against a folder of images, a "
+                                        "FaceXBench-format JSON or a folder of them.")
+    k.add_argument("dir", type=_existing_dir, help="dataset directory")
+    k.add_argument("--against", required=True, help="benchmark: image folder, FaceXBench JSON, or folder of JSONs")
+    k.add_argument("--max-distance", type=int, default=4, help="Hamming distance of 64-bit pHashes that counts")
+    k.add_argument("--report", help="write the leaks as JSON here (default: DIR/leakage.json)")
+    k.add_argument("--fail", action="store_true",
+                   help="exit with an error when a benchmark image or a near-duplicate across splits is found")
+    k.set_defaults(func=cmd_data_leakage)
 
     p = sub.add_parser("train", help="fine-tune a VLM (LoRA or full) on a dataset dir",
                        description="Train from a YAML config (see finetune/configs/); flags and --set override it.")

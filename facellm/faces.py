@@ -32,6 +32,7 @@ EYE_OUTER = (33, 263)  # image-left, image-right
 MOUTH_CORNERS = (61, 291)
 UPPER_LIP, LOWER_LIP = 13, 14
 EYELIDS = ((159, 145, 33, 133), (386, 374, 362, 263))  # (top, bottom, corner, corner) per eye
+FACE_TOP_BOTTOM, FACE_LEFT_RIGHT = (10, 152), (234, 454)  # forehead-chin, cheek-cheek
 # A generic head in camera axes (x right, y down, z away from the camera), millimetres
 HEAD_MODEL = np.array([(0, 0, 0), (0, 330, 65), (-225, -170, 135), (225, -170, 135),
                        (-150, 150, 125), (150, 150, 125)], dtype=np.float64)
@@ -200,4 +201,5 @@ def geometry_cues(landmarks: np.ndarray, image_size: tuple[int, int]) -> dict[st
         "eye_openness": round(sum(eyes) / 2, 3),
         "mouth_openness": round(dist(UPPER_LIP, LOWER_LIP) / mouth_width, 3),
         "smile": round(float(lip_center_y - corners_y) / mouth_width, 3),  # corners above the lips' middle
+        "face_length_ratio": round(dist(*FACE_TOP_BOTTOM) / max(dist(*FACE_LEFT_RIGHT), 1e-6), 3),
     }

@@ -51,6 +51,11 @@ def load_image(ref: str | Path, base_dir: str | Path | None = None) -> Image.Ima
     return _open(path, str(path))
 
 
+def load_image_bytes(data: bytes, name: str) -> Image.Image:
+    """An RGB PIL image from encoded bytes (e.g. a ``datasets`` Image cell); ``name`` labels errors."""
+    return _open(io.BytesIO(data), name)
+
+
 def to_data_url(image: Image.Image, fmt: str = "PNG") -> str:
     buf = io.BytesIO()
     image.save(buf, format=fmt)

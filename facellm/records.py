@@ -24,6 +24,8 @@ class Message(BaseModel):
 class FaceInfo(BaseModel):
     box: list[float] | None = None  # [x0, y0, x1, y1] pixels of the record's image
     cues: dict[str, float] | None = None  # facellm.faces cues: yaw, pitch, roll, blur, brightness, ...
+    landmarks: str | None = None  # .npy of the 468 face-mesh points (x, y in the image's pixels, z), relative path
+    occlusion: str | None = None  # what covers part of the face, where known exactly (synthetic): none|mouth|eyes
 
 
 class Record(BaseModel):
@@ -65,17 +67,26 @@ def text_of(message: dict) -> str:
     return "".join(p.get("text") or "" for p in message["content"] if p["type"] == "text")
 
 
-def load_split(data_dir: str | Path, split: str) -> list[dict]:
-    """Records of one split of a dataset directory written by ``facellm data build``."""
+def _open_dataset(data_dir: str | Path):
     from datasets import load_from_disk
 
     ds_dir = Path(data_dir) / "dataset"
     if not ds_dir.is_dir():
         raise FacellmError(f"{data_dir}: no dataset/ inside; build one with `facellm data build --out {data_dir}`")
-    ds = load_from_disk(str(ds_dir))
+    return load_from_disk(str(ds_dir))
+
+
+def load_split(data_dir: str | Path, split: str) -> list[dict]:
+    """Records of one split of a dataset directory written by ``facellm data build``."""
+    ds = _open_dataset(data_dir)
     if split not in ds:
         raise FacellmError(f"{data_dir}: no split {split!r} (has {', '.join(ds)})")
     return [_without_nulls(r) for r in ds[split].to_list()]
+
+
+def load_splits(data_dir: str | Path) -> dict[str, list[dict]]:
+    """Every split of a dataset directory."""
+    return {split: [_without_nulls(r) for r in part.to_list()] for split, part in _open_dataset(data_dir).items()}
 
 
 def _without_nulls(record: dict) -> dict:

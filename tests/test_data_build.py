@@ -1,5 +1,6 @@
 import json
 import random
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from data_pipeline.build import BuildConfig, build_synthetic
 from data_pipeline.export import from_sharegpt
 from data_pipeline.templates import QUESTIONS, ANSWERS, description
 from facellm.records import load_split
-from facellm.schema import normalize
+from facellm.schema import SYNTHETIC_ATTRIBUTES, normalize
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +65,15 @@ def test_dataset_splits_by_image_with_records_in_design_format(dataset_dir):
     manifest = json.loads((dataset_dir / "manifest.json").read_text())
     assert manifest["images"] == {"train": 30, "validation": 4, "test": 6}
     splits = {s: load_split(dataset_dir, s) for s in ("train", "validation", "test")}
-    assert {s: len(r) for s, r in splits.items()} == {"train": 180, "validation": 24, "test": 36}
     images = {s: {p for r in recs for p in r["images"]} for s, recs in splits.items()}
+    assert {s: len(i) for s, i in images.items()} == {"train": 30, "validation": 4, "test": 6}
     assert not images["train"] & images["test"] and not images["train"] & images["validation"]
-    r = splits["test"][0]
-    assert r["id"] == "synthetic-test-000000#" + r["category"]
+    for split, records in splits.items():  # every image: each attribute question once, a description, forensic
+        categories = Counter(r["category"] for r in records)
+        for category in (*SYNTHETIC_ATTRIBUTES, "description", "forensic"):
+            assert categories[category] == manifest["images"][split], (split, category)
+    r = next(r for r in splits["test"] if r["category"] == "glasses")
+    assert r["id"] == "synthetic-test-000000#glasses"
     assert r["messages"][0]["content"][0]["type"] == "image"
     assert r["messages"][1]["role"] == "assistant"
     assert normalize(r["category"], r["messages"][1]["content"][0]["text"]) == r["labels"][r["category"]]
