@@ -4,7 +4,8 @@
 
 limit: decode + face detection only (what any face pipeline must pay);
 facellm: the whole per-image work of ``facellm data build --source folder``:
-decode, detection, 468-point mesh, cues, crop, JPEG write, template QA, journal.
+decode, detection, 468-point mesh, cues, crop, JPEG + landmarks write, journal, then
+template QA (every kind) and the validation of every answer.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 import skimage.data
 from PIL import Image, ImageOps
 
-from data_pipeline.ingest import Ingest, IngestConfig
+from data_pipeline.assemble import template_records
+from data_pipeline.ingest import Ingest, IngestConfig, faces_of
 from data_pipeline.sources import read_folder
 from facellm.images import load_image
 
@@ -44,17 +46,20 @@ def main() -> None:
         limit = len(items) / (time.perf_counter() - start)
 
         start = time.perf_counter()
+        faces = []
         with (Path(tmp) / "journal.jsonl").open("w") as journal:
-            records = 0
             for item in items:
                 entry = worker.process(item)
                 journal.write(json.dumps(entry) + "\n")
-                records += len(entry["records"])
+                kept = faces_of(item, entry, worker.cfg)
+                faces += kept if isinstance(kept, list) else []
+        records, rejects = template_records(faces, worker.cfg.templates, seed=0)
         full = len(items) / (time.perf_counter() - start)
+        records = len(records)
     print("| stage | images/s |\n|---|---:|")
     print(f"| decode + detect (limit) | {limit:.1f} |\n| facellm ingest per image | {full:.1f} |")
     print(f"\nratio facellm / limit: {full / limit:.2f} ({args.images} JPEGs 384-512 px, {found} faces, "
-          f"{records} QA records, one process)")
+          f"{records} QA records, {len(rejects)} rejected by validation, one process)")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "ingest.json").write_text(json.dumps({"limit_images_per_s": limit, "facellm_images_per_s": full,

@@ -78,7 +78,7 @@ def synthetic_faces(split: str, index: int, cfg: BuildConfig) -> list[Face]:
     if not path.exists():
         _save(image, path)
     key = f"synthetic-{split}-{index:06d}"
-    scene_pairs = [] if cfg.scene.plain else scene_qa([f.labels for f in faces], random.Random(key))
+    scene_pairs = [] if cfg.scene.plain else scene_qa([f.labels for f in faces], random.Random(key), cfg.templates.kinds)
     if len(faces) == 1:
         f = faces[0]
         info = {"box": f.box, "cues": _cues(image, f.box), **({} if cfg.scene.plain else {"occlusion": f.occlusion})}

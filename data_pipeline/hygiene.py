@@ -102,6 +102,19 @@ def close_pairs(a: np.ndarray, b: np.ndarray, max_distance: int,
     return out
 
 
+def near_duplicates(paths: list[Path], max_distance: int, hash_size: int = DEFAULT_HASH_SIZE) -> dict[int, int]:
+    """Index of each image that is a near-copy of an earlier one -> index of the first of its kind."""
+    hashes = image_hashes(paths, hash_size)
+    readable = [i for i, p in enumerate(paths) if Path(p) in hashes]
+    bits = _bits(hashes[Path(paths[i])] for i in readable)
+    first: dict[int, int] = {}
+    for i, j, _ in sorted(close_pairs(bits, bits, max_distance, same=True)):
+        a, b = readable[i], readable[j]
+        if b not in first:
+            first[b] = first.get(a, a)
+    return first
+
+
 def same_pixels(a: Path, b: Path) -> bool:
     """True when both images decode to the same pixels (an exact copy, whatever the file format)."""
     try:

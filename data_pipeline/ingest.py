@@ -16,13 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from data_pipeline.assemble import SPLITS, Face, write_dataset
+from data_pipeline.export import atomic_write
 from data_pipeline.sources import SourceItem, read_source
 from data_pipeline.templates import TemplateOptions, pose_from_cues
 from facellm.errors import FacellmError
@@ -44,6 +45,7 @@ class IngestConfig:
     val_size: float = 0.05  # where the source has no split of its own: fraction of images (or identities)
     test_size: float = 0.05
     seed: int = 0
+    dedupe: int = -1  # drop face crops within this many pHash bits of an earlier one; -1 keeps all
     templates: TemplateOptions = field(default_factory=TemplateOptions)
 
 
@@ -56,45 +58,21 @@ def _safe(key: str) -> str:
     return "".join(c if c.isalnum() or c in "-." else "_" for c in key)
 
 
+JOURNAL_VERSION = 2  # entries of other versions are redone
+
+
 class Ingest:
+    """The expensive, journalled part: open an image, find every face, save crops and landmarks."""
+
     def __init__(self, cfg: IngestConfig):
         from facellm.faces import FaceAnalyzer
 
-        if cfg.multi_face not in ("skip", "each"):
-            raise FacellmError(f"multi_face {cfg.multi_face!r}: expected skip or each")
         self.cfg = cfg
         self.analyzer = FaceAnalyzer()
         (cfg.out / "images" / cfg.source).mkdir(parents=True, exist_ok=True)
 
-    def faces(self, item: SourceItem):
-        """(image, kept faces) or a reject reason."""
-        if item.problems:
-            return "labels: " + "; ".join(item.problems)
-        try:
-            image = load_image_bytes(item.data, item.name) if item.data is not None else load_image(item.image)
-        except ImageError as e:
-            return f"image: {e}"
-        faces = self.analyzer.analyze(image)
-        if not faces:
-            return "no face found"
-        if len(faces) > self.cfg.max_faces and self.cfg.multi_face == "skip":
-            return f"{len(faces)} faces (max_faces {self.cfg.max_faces}; multi_face=each keeps one record set per face)"
-        kept = [f for f in faces if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= self.cfg.min_face
-                and f.cues.get("blur_laplacian_var", 0) >= self.cfg.min_blur]
-        if not kept:
-            return f"every face is smaller than {self.cfg.min_face} px or blurrier than {self.cfg.min_blur}"
-        return image, kept
-
-    def split_of(self, item: SourceItem) -> str:
-        """The dataset's own split, else a hash of the identity (all photos of a person on one side), else
-        of the image."""
-        if item.split in SPLITS:
-            return item.split
-        return hash_split(item.identity or item.key, self.cfg.val_size, self.cfg.test_size)
-
     def crop(self, item: SourceItem, image, face, n: int | None) -> dict:
-        """Save the face's crop (and its landmarks); the Face fields, as a dict for the journal. ``n``
-        numbers the faces of a several-face image (None: the image's only face)."""
+        """Save the face's crop and landmarks; ``n`` numbers the faces of a several-face image."""
         x0, y0, x1, y1 = face.box
         m = self.cfg.crop_margin * max(x1 - x0, y1 - y0)
         crop_box = tuple(int(round(v)) for v in (max(0, x0 - m), max(0, y0 - m),
@@ -110,20 +88,51 @@ class Ingest:
                 np.save(f, points)
             os.replace(self.cfg.out / f"{stem}.landmarks.npy.tmp", self.cfg.out / f"{stem}.landmarks.npy")
             info["landmarks"] = f"{stem}.landmarks.npy"
-        labels = dict(item.labels)
-        if (pose := pose_from_cues(face.cues)) is not None:
-            labels.setdefault("head_pose", pose)
-        key = f"{item.source}-{_safe(item.key)}" + (f"-face{n}" if n is not None else "")
-        return asdict(Face(key, f"{stem}.jpg", labels, self.split_of(item), item.source, info))
+        return {"n": n, "image": f"{stem}.jpg", "face": info}
 
     def process(self, item: SourceItem) -> dict:
-        result = self.faces(item)
-        if isinstance(result, str):
-            return {"key": item.key, "faces": [], "reject": {"source": item.source, "input": item.name,
-                                                            "reason": result}}
-        image, faces = result
-        return {"key": item.key, "faces": [self.crop(item, image, f, n if len(faces) > 1 else None)
-                                              for n, f in enumerate(faces)], "reject": None}
+        """Journal entry: every face found (filters and labels are applied later, so changing them needs no
+        new detection), or why the image gave none."""
+        entry = {"v": JOURNAL_VERSION, "key": item.key, "faces": [], "error": None}
+        try:
+            image = load_image_bytes(item.data, item.name) if item.data is not None else load_image(item.image)
+        except ImageError as e:
+            return {**entry, "error": f"image: {e}"}
+        faces = self.analyzer.analyze(image)
+        if not faces:
+            return {**entry, "error": "no face found"}
+        return {**entry, "faces": [self.crop(item, image, f, n if len(faces) > 1 else None)
+                                   for n, f in enumerate(faces)]}
+
+
+def split_of(item: SourceItem, cfg: IngestConfig) -> str:
+    """The dataset's own split, else a hash of the identity (all photos of a person on one side), else of
+    the image."""
+    if item.split in SPLITS:
+        return item.split
+    return hash_split(item.identity or item.key, cfg.val_size, cfg.test_size)
+
+
+def faces_of(item: SourceItem, entry: dict, cfg: IngestConfig) -> list[Face] | str:
+    """The item's faces that pass the filters, with labels and split, or the reason it gives none."""
+    if item.problems:
+        return "labels: " + "; ".join(item.problems)
+    if entry["error"]:
+        return entry["error"]
+    found = entry["faces"]
+    if len(found) > cfg.max_faces and cfg.multi_face == "skip":
+        return f"{len(found)} faces (max_faces {cfg.max_faces}; multi_face=each keeps one record set per face)"
+    kept = []
+    for f in found:
+        x0, y0, x1, y1 = f["face"]["box"]
+        if min(x1 - x0, y1 - y0) < cfg.min_face or f["face"]["cues"].get("blur_laplacian_var", 0) < cfg.min_blur:
+            continue
+        labels = dict(item.labels)
+        if (pose := pose_from_cues(f["face"]["cues"])) is not None:
+            labels.setdefault("head_pose", pose)
+        key = f"{item.source}-{_safe(item.key)}" + (f"-face{f['n']}" if f["n"] is not None else "")
+        kept.append(Face(key, f["image"], labels, split_of(item, cfg), item.source, f["face"]))
+    return kept or f"every face is smaller than {cfg.min_face} px or blurrier than {cfg.min_blur}"
 
 
 def _read_journal(path: Path) -> dict[str, dict]:
@@ -134,7 +143,7 @@ def _read_journal(path: Path) -> dict[str, dict]:
                 entry = json.loads(line)
             except json.JSONDecodeError:
                 continue  # the line a killed run was writing
-            if "faces" in entry:  # journals of older versions held records: those images are redone
+            if entry.get("v") == JOURNAL_VERSION:
                 done[entry["key"]] = entry
     return done
 
@@ -143,11 +152,13 @@ def ingest(cfg: IngestConfig, teacher=None) -> dict:
     if not (0 <= cfg.val_size < 1 and 0 <= cfg.test_size < 1):
         raise FacellmError(f"--val-size {cfg.val_size} / --test-size {cfg.test_size}: for real sources these are "
                            "fractions of the images in [0, 1), applied where the dataset has no split of its own")
+    if cfg.multi_face not in ("skip", "each"):
+        raise FacellmError(f"multi_face {cfg.multi_face!r}: expected skip or each")
     items = list(read_source(cfg.source, cfg.root, cfg.labels, cfg.columns))
     cfg.out.mkdir(parents=True, exist_ok=True)
     journal_path = cfg.out / "journal.jsonl"
     done = _read_journal(journal_path)
-    todo = [item for item in items if item.key not in done]
+    todo = [item for item in items if item.key not in done and not item.problems]  # bad labels: no detection
     if todo:
         worker = Ingest(cfg)
         with journal_path.open("a", encoding="utf-8") as journal:
@@ -158,11 +169,30 @@ def ingest(cfg: IngestConfig, teacher=None) -> dict:
                 journal.write(json.dumps(entry, ensure_ascii=False) + "\n")
                 journal.flush()
                 done[item.key] = entry
-    entries = [done[item.key] for item in items if item.key in done]
-    faces = [Face(**f) for e in entries for f in e["faces"]]
+    faces, rejects = [], []
+    for item in items:
+        result = faces_of(item, done.get(item.key, {"error": None, "faces": []}), cfg)
+        if isinstance(result, str):
+            rejects.append({"source": item.source, "input": item.name, "reason": result})
+        else:
+            faces += result
+    if cfg.dedupe >= 0:
+        faces, duplicates = _drop_duplicates(faces, cfg.out, cfg.dedupe)
+        rejects += duplicates
     if not faces:
+        with atomic_write(cfg.out / "rejects.jsonl") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects)
         raise FacellmError(f"{cfg.root}: no image gave a face; reasons in {cfg.out / 'rejects.jsonl'}")
-    manifest = {"source": cfg.source, "root": str(cfg.root), "images": len(items),
-                "rejected": sum(e["reject"] is not None for e in entries)}
-    return write_dataset(cfg.out, faces, cfg.templates, cfg.seed, [e["reject"] for e in entries if e["reject"]],
-                         manifest, teacher)
+    manifest = {"source": cfg.source, "root": str(cfg.root), "images": len(items), "rejected": len(rejects)}
+    return write_dataset(cfg.out, faces, cfg.templates, cfg.seed, rejects, manifest, teacher)
+
+
+def _drop_duplicates(faces: list[Face], out: Path, max_distance: int) -> tuple[list[Face], list[dict]]:
+    """Keep the first of every group of near-identical face crops (perceptual hash); reject the rest."""
+    from data_pipeline.hygiene import near_duplicates
+
+    first = near_duplicates([out / f.image for f in faces], max_distance)
+    rejects = [{"source": faces[i].source, "input": faces[i].image,
+                "reason": f"near-duplicate of {faces[k].image} (pHash within {max_distance} bits)"}
+               for i, k in sorted(first.items())]
+    return [f for i, f in enumerate(faces) if i not in first], rejects

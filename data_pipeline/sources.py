@@ -33,6 +33,10 @@ class SourceItem:
         return str(self.image) if self.data is None else f"{self.source}:{self.key}"
 
 
+SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation", "valid": "validation",
+               "dev": "validation", "test": "test"}
+
+
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
         raise FacellmError(f"{path}: not found; expected {what}")
@@ -179,7 +183,8 @@ def read_folder(root: Path, labels_file: Path) -> Iterator[SourceItem]:
         if "file" not in row:
             raise FacellmError(f"{labels_file}: row {n} has no 'file' column")
         labels, problems = _labels_of(row, ("file", "split", "identity"))
-        yield SourceItem("folder", row["file"], root / row["file"], labels, row.get("split") or None, problems,
+        yield SourceItem("folder", row["file"], root / row["file"], labels,
+                         SPLIT_NAMES.get(str(row.get("split") or "").lower()), problems,
                          str(row["identity"]) if row.get("identity") not in (None, "") else None)
 
 
@@ -189,6 +194,8 @@ def _labels_of(row: dict, skip: tuple[str, ...]) -> tuple[dict, list]:
     for attribute, raw in row.items():
         if attribute in skip or raw in (None, ""):
             continue
+        if isinstance(raw, bool):  # e.g. CelebA-style boolean columns
+            raw = "yes" if raw else "no"
         if attribute not in ATTRIBUTES:
             problems.append(f"unknown attribute {attribute!r}")
         else:
@@ -198,8 +205,6 @@ def _labels_of(row: dict, skip: tuple[str, ...]) -> tuple[dict, list]:
 
 # ----------------------------------------------------------------------------- Hugging Face datasets
 
-HF_SPLITS = {"train": "train", "validation": "validation", "val": "validation", "valid": "validation",
-             "test": "test"}
 HF_ROLES = ("image", "identity", "split")  # column roles besides the schema attributes
 
 
@@ -232,15 +237,19 @@ def read_hf(root: Path, columns: dict[str, str] | None = None) -> Iterator[Sourc
         if role["image"] not in part.column_names:
             raise FacellmError(f"{root}: no image column {role['image']!r} (columns: {', '.join(part.column_names)}); "
                                "map it with --columns image=NAME")
+        if missing := {c for c in (columns or {}).values() if c not in part.column_names}:
+            raise FacellmError(f"{root} ({split_name}): --columns names {sorted(missing)}, not among its columns "
+                               f"({', '.join(part.column_names)})")
         part = part.cast_column(role["image"], Image(decode=False))
         names = {c: f.int2str for c, f in part.features.items() if isinstance(f, ClassLabel)}
-        own_split = HF_SPLITS.get(split_name) if len(ds) > 1 else None  # a lone "train" is no split at all
+        own_split = SPLIT_NAMES.get(split_name) if len(ds) > 1 else None  # a lone "train" is no split at all
         for i, row in enumerate(part):
             cell = row[role["image"]] or {}
-            raw = {a: names[c](row[c]) if c in names and row[c] is not None else row[c]
+            # a class label of -1 is datasets' "no label": the attribute is unknown, not wrong
+            raw = {a: (names[c](row[c]) if row[c] >= 0 else None) if c in names and row[c] is not None else row[c]
                    for a in ATTRIBUTES if (c := role[a]) in row}
             labels, problems = _labels_of(raw, ())
-            split = HF_SPLITS.get(str(row.get(role["split"]) or "")) or own_split
+            split = SPLIT_NAMES.get(str(row.get(role["split"]) or "")) or own_split
             identity = row.get(role["identity"])
             key = f"{split_name}/{i}"
             if cell.get("bytes") is None and not cell.get("path"):

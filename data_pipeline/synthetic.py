@@ -195,6 +195,8 @@ class SceneOptions:
     def __post_init__(self):
         if self.max_faces < 1:
             raise ValueError(f"max_faces {self.max_faces}: need at least 1")
+        if not self.lighting:
+            raise ValueError(f"no lighting given; choose from: {', '.join(LIGHTING)}")
         if unknown := set(self.lighting) - set(LIGHTING):
             raise ValueError(f"unknown lighting {sorted(unknown)}; known: {', '.join(LIGHTING)}")
         for name in ("blur", "occlusion"):

@@ -57,6 +57,10 @@ class TemplateOptions:
             raise ValueError(f"refusal_rate {self.refusal_rate}: expected a fraction in [0, 1]")
 
 
+# attribute questions and descriptions only: what a tiny model learns in minutes (the demo, training tests)
+ATTRIBUTES_ONLY = TemplateOptions(kinds=("attributes", "description"), refusal_rate=0.0)
+
+
 # ------------------------------------------------------------------ attributes, from labels
 
 QUESTIONS = {
@@ -309,12 +313,15 @@ OCCLUSION_ANSWERS = {"none": "Nothing covers the face; it is fully visible.",
 POSITIONS = ("first", "second", "third", "fourth", "fifth")
 
 
-def scene_qa(faces_labels: list[dict[str, str]], rng: random.Random) -> list[tuple[str, str, str]]:
-    """Questions about a whole image whose faces are all known (synthetic scenes): count, and each face by place."""
-    n = len(faces_labels)
-    pairs = [("face_count", rng.choice(("How many faces are in this image?", "How many people can you see?")),
-              f"There {'is 1 face' if n == 1 else f'are {n} faces'} in the image.")]
-    for k, labels in enumerate(faces_labels[: len(POSITIONS)] if n > 1 else []):
+def scene_qa(faces_labels: list[dict[str, str]], rng: random.Random, kinds: tuple[str, ...] = KINDS
+             ) -> list[tuple[str, str, str]]:
+    """Questions about a whole image whose faces are all known (synthetic scenes): how many faces (with the
+    attribute questions), and each face by place (with the descriptions)."""
+    n, pairs = len(faces_labels), []
+    if "attributes" in kinds:
+        pairs.append(("face_count", rng.choice(("How many faces are in this image?", "How many people can you see?")),
+                      f"There {'is 1 face' if n == 1 else f'are {n} faces'} in the image."))
+    for k, labels in enumerate(faces_labels[: len(POSITIONS)] if n > 1 and "description" in kinds else []):
         pairs.append(("description", f"Describe the {POSITIONS[k]} face from the left.", description(labels)))
     return pairs
 

@@ -15,7 +15,7 @@ import re
 from data_pipeline import templates as T
 from facellm.schema import ATTRIBUTES, normalize
 
-_CLAUSES = re.compile(r"(?<=[.;!?])\s+|,\s+|\s+(?:but|while|whereas)\s+|\n+")
+_CLAUSES = re.compile(r"(?<=[.;!?])\s+|,\s+|\s+(?:and|but|while|whereas)\s+|\n+")
 
 # a clause is about the attribute only if it contains one of these words (None: the value words suffice)
 _CONTEXT = {
@@ -42,9 +42,9 @@ _NOT_GENDER = re.compile(r"\b(?:his or her|he or she|her or his|she or he)\b", r
 # claims about who the person is
 _NAME = r"[A-Z][a-z]+(?:[-' ][A-Z][a-z]+)+"
 _IDENTITY_CLAIM = re.compile(
-    rf"\b(?:this is|that is|it is|it's|he is|she is|looks like|resembles|appears to be)\s+(?:the\s+\w+\s+)?{_NAME}\b"
-    r"|\b(?:his|her|their|the person's) name is\b|\bnamed\s+[A-Z]|\bI recogni[sz]e\b|\bknown as\s+[A-Z]"
-    r"|\b(?:famous|celebrity|the actor|the actress|the singer|the president|the politician)\b")
+    rf"\b(?i:this is|that is|it is|it's|he is|she is|looks like|resembles|appears to be)\s+(?:the\s+\w+\s+)?{_NAME}\b"
+    r"|\b(?i:(?:his|her|their|the person's) name is)\b|\bnamed\s+[A-Z]|\bI recogni[sz]e\b|\bknown as\s+[A-Z]"
+    r"|\b(?i:famous|celebrity|the actor|the actress|the singer|the president|the politician)\b")
 _IDENTITY_QUESTION = re.compile(r"\bwho\b[^?]*\b(?:is|are)\b|\b(?:his|her|their|person's|this person's) name\b"
                                 r"|\bidentify (?:the|this) (?:person|man|woman)\b|\brecogni[sz]e\b|\bidentity\b", re.I)
 _DECLINE = re.compile(r"\b(?:can't|cannot|can not|won't|don't|do not|isn't something|not able|unable)\b[^.]*"
@@ -83,17 +83,23 @@ def _mcq_choice(answer: str) -> str:
     return re.sub(r"^\s*\(?[A-D][).:]\s*", "", answer)
 
 
-def _mentions(attribute: str, clause: str, labels: dict[str, str]) -> str | None:
+def _without_other_senses(attribute: str, text: str, labels: dict[str, str]) -> str:
+    """The text minus words that name this attribute's values in another sense ("black hair" for race)."""
     if attribute == "race":
-        clause = _NOT_RACE.sub(" ", clause)
-    elif attribute == "expression":
-        clause = _NOT_EXPRESSION.sub(" ", clause)
+        return _NOT_RACE.sub(" ", text)
+    if attribute == "expression":
+        text = _NOT_EXPRESSION.sub(" ", text)
         if "smiling" in labels:  # a smile is checked against the smiling label; one can smile while surprised
-            clause = re.sub(r"\bsmil\w*", " ", clause, flags=re.I)
-    elif attribute == "gender":
-        clause = _NOT_GENDER.sub(" ", clause)
-    elif attribute == "beard":
-        clause = re.sub(r"\bclean-shaven\b", "no beard", clause, flags=re.I)
+            text = re.sub(r"\bsmil\w*", " ", text, flags=re.I)
+        return text
+    if attribute == "gender":
+        return _NOT_GENDER.sub(" ", text)
+    if attribute == "beard":
+        return re.sub(r"\bclean-shaven\b", "no beard", text, flags=re.I)
+    return text
+
+
+def _mentions(attribute: str, clause: str) -> str | None:
     context = _CONTEXT[attribute]
     if context and not re.search(context, clause, re.I):
         return None
@@ -107,7 +113,8 @@ def attribute_conflicts(text: str, labels: dict[str, str], category: str | None 
         return [f"{own}: says {said!r}, label {labels[own]!r}"] if said not in (None, labels.get(own)) else []
     conflicts = []
     for attribute, label in labels.items():
-        said = {s for clause in _clauses(text) if (s := _mentions(attribute, clause, labels)) is not None}
+        clauses = _clauses(_without_other_senses(attribute, text, labels))
+        said = {s for clause in clauses if (s := _mentions(attribute, clause)) is not None}
         if said and label not in said:
             conflicts.append(f"{attribute}: says {sorted(said)[0]!r}, label {label!r}")
     return conflicts

@@ -63,28 +63,25 @@ def cmd_tiny_model(args) -> None:
     print(f"tiny {args.family} model written to {args.out}")
 
 
-def _apply_config(args, parser: argparse.ArgumentParser) -> None:
-    """Values from the YAML config (keys = the long flags, - or _) wherever the flag itself was not given."""
-    import yaml
+def _with_config(parser: argparse.ArgumentParser, argv: list[str], args) -> argparse.Namespace:
+    """Parse again with the YAML's settings as flags placed before the command line's own: flags given on
+    the command line win, and every YAML value passes the flag's own type and choice checks."""
+    from facellm.yamlfile import load_mapping
 
-    path = Path(args.config)
-    if not path.is_file():
-        raise FacellmError(f"{path}: no such config file")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise FacellmError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(raw, dict):
-        raise FacellmError(f"{path}: expected a mapping of settings, e.g. `source: fairface`")
-    known = {a.dest for a in parser._actions} - {"help", "config", "func"}
-    for key, value in raw.items():
-        dest = key.replace("-", "_")
-        if dest not in known:
-            raise FacellmError(f"{path}: unknown setting {key!r}; known: {', '.join(sorted(known))}")
-        if getattr(args, dest) == parser.get_default(dest):
-            if isinstance(value, dict):  # columns: {image: img, age: age_bin}
-                value = ",".join(f"{k}={v}" for k, v in value.items())
-            setattr(args, dest, ",".join(map(str, value)) if isinstance(value, list) else value)
+    flags = {a.dest: a.option_strings[-1] for a in args.parser._actions if a.option_strings and a.dest != "help"}
+    from_yaml = []
+    for key, value in load_mapping(args.config).items():
+        flag = flags.get(str(key).replace("-", "_"))
+        if flag is None:
+            raise FacellmError(f"{args.config}: unknown setting {key!r}; known: "
+                               f"{', '.join(sorted(f.lstrip('-') for f in flags.values()))}")
+        if isinstance(value, dict):  # columns: {image: img, age: age_years}
+            value = ",".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ",".join(map(str, value))
+        from_yaml += [flag, str(value)]
+    at = argv.index("build", argv.index("data")) + 1
+    return parser.parse_args(argv[:at] + from_yaml + argv[at:])
 
 
 def _pair(value: str) -> tuple[str, str]:
@@ -115,8 +112,6 @@ def cmd_data_build(args) -> None:
     from data_pipeline.synthetic import SceneOptions
     from data_pipeline.templates import TemplateOptions
 
-    if args.config:
-        _apply_config(args, args.parser)
     if not args.out:
         raise FacellmError("--out DIR is required (flag or `out:` in the config)")
     out = Path(args.out)
@@ -139,7 +134,7 @@ def cmd_data_build(args) -> None:
             source=args.source, root=Path(args.root), out=out, labels=Path(args.labels) if args.labels else None,
             columns=columns, min_face=args.min_face, max_faces=args.max_faces, multi_face=args.multi_face,
             min_blur=args.min_blur, val_size=args.val_size, test_size=args.test_size, seed=args.seed,
-            templates=templates), teacher)
+            dedupe=args.dedupe, templates=templates), teacher)
         print(f"{manifest['images']} images, {manifest['rejected']} rejected")
     else:
         from data_pipeline.build import BuildConfig, build_synthetic
@@ -301,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--multi-face", choices=["skip", "each"], default="skip",
                    help="images with more than --max-faces faces: skip them, or one record set per face")
     r.add_argument("--min-blur", type=float, default=0.0, help="skip faces blurrier than this Laplacian variance")
+    r.add_argument("--dedupe", type=int, default=-1, metavar="BITS",
+                   help="reject face crops within BITS of an earlier one's 64-bit pHash (2-4 catches re-encoded "
+                        "copies); -1 keeps all")
     y = b.add_argument_group("synthetic source")
     y.add_argument("--n", type=int, default=1000, help="number of images")
     y.add_argument("--image-size", type=int, default=112, help="pixels per face")
@@ -386,12 +384,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     import facellm  # noqa: F401  (torchvision patch before transformers loads)
 
     try:
+        if args.func is cmd_data_build and args.config:
+            args = _with_config(parser, argv, args)
         args.func(args)
     except (FacellmError, OSError) as e:  # OSError: a path the user gave (permissions, disk full, ...)
         if args.verbose:

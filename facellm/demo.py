@@ -25,7 +25,7 @@ def _step(title: str, t0: float) -> None:
 def run_demo(out: Path | None, steps: int | None = None, n_images: int = 6400, ui: bool = True,
              port: int = 8000, ui_port: int = 7860, seed: int = 0) -> dict:
     from data_pipeline.build import BuildConfig, build_synthetic
-    from data_pipeline.templates import TemplateOptions
+    from data_pipeline.templates import ATTRIBUTES_ONLY
     from facellm.evaluation import ask_endpoint, markdown_table, question_records, score, write_report
     from facellm.families import family
     from facellm.records import load_split
@@ -42,9 +42,8 @@ def run_demo(out: Path | None, steps: int | None = None, n_images: int = 6400, u
 
     _step(f"synthetic faces and template QA -> {data}", t0)
     held_out = min(200, max(1, n_images // 20))  # images in each of validation and test
-    # attribute questions and descriptions only: what a tiny model can learn in minutes on 2 cores
-    lean = TemplateOptions(kinds=("attributes", "description"), refusal_rate=0.0)
-    build_synthetic(BuildConfig(out=data, n=n_images, val_size=held_out, test_size=held_out, seed=seed, templates=lean))
+    build_synthetic(BuildConfig(out=data, n=n_images, val_size=held_out, test_size=held_out, seed=seed,
+                                templates=ATTRIBUTES_ONLY))
 
     _step(f"tiny Qwen2-VL (random weights, BPE tokenizer trained on the QA texts) -> {model_dir}", t0)
     texts = [m["content"] for line in (data / "sharegpt" / "train.jsonl").open()

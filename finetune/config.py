@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from facellm.errors import FacellmError
+from facellm.yamlfile import load_mapping
 
 
 class ConfigError(FacellmError, ValueError):
@@ -57,17 +58,7 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path | None, overrides: list[str] = ()) -> "TrainConfig":
-        raw = {}
-        if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise ConfigError(f"{path}: no such config file")
-            try:
-                raw = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{path}: not valid YAML ({e})") from None
-            if not isinstance(raw, dict):
-                raise ConfigError(f"{path}: expected a YAML mapping of settings")
+        raw = load_mapping(path, ConfigError) if path is not None else {}
         for item in overrides:
             key, sep, value = item.partition("=")
             if not sep:

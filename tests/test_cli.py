@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +87,14 @@ def test_clients_name_an_unreachable_endpoint(tmp_path):
     assert_clean_error(facellm("eval", "--endpoint", dead, "--model", "m", "--data", tmp_path / "d",
                                "--out", tmp_path / "o"), dead, "cannot reach")
     assert_clean_error(facellm("chat", "--endpoint", dead), dead, "cannot list models")
+
+
+@pytest.mark.parametrize("config", sorted(Path(__file__).parents[1].glob("data_pipeline/configs/*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_data_configs_hold_only_known_settings(config):
+    from facellm.cli import _with_config, build_parser
+
+    parser = build_parser()
+    argv = ["data", "build", str(config)]
+    args = _with_config(parser, argv, parser.parse_args(argv))
+    assert args.out and args.source

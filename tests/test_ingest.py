@@ -213,3 +213,37 @@ def test_an_interrupted_build_resumes_without_duplicates_or_losses(tmp_path):
     keys = [json.loads(line)["key"] for line in (out / "journal.jsonl").read_text().splitlines()
             if line.strip().endswith("}")]
     assert sorted(keys) == sorted(f"{i}.jpg" for i in range(4)) + ["cat.jpg"]
+
+
+def test_dedupe_rejects_a_re_encoded_copy_and_keeps_the_first(tmp_path):
+    root = tmp_path / "folder"
+    save(ASTRONAUT, root / "a.png")
+    save(ASTRONAUT.resize((480, 480)), root / "b.jpg", quality=70)  # the same photo, smaller and re-encoded
+    save(CAMERAMAN, root / "c.png")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,glasses\na.png,no\nb.jpg,no\nc.png,no\n")
+    manifest, records, rejects = build("folder", root, tmp_path / "out", labels=labels, dedupe=4,
+                                       val_size=0, test_size=0)
+    assert set(by_image(records["train"])) == {"folder-a.png", "folder-c.png"}
+    (reject,) = rejects
+    assert reject["input"].endswith("b_jpg.jpg") and "near-duplicate of images/folder/a_png.jpg" in reject["reason"]
+    assert manifest["rejected"] == 1
+
+
+def test_changing_filters_or_split_sizes_needs_no_new_detection(tmp_path):
+    root = tmp_path / "folder"
+    for i in range(12):
+        save(ASTRONAUT if i % 2 else ImageOps.mirror(ASTRONAUT), root / f"{i}.jpg")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,glasses\n" + "".join(f"{i}.jpg,no\n" for i in range(12)))
+    out = tmp_path / "out"
+    first, records, _ = build("folder", root, out, labels=labels, val_size=0, test_size=0)
+    assert set(records) == {"train"}
+    journal = (out / "journal.jsonl").read_bytes()
+    _, records, _ = build("folder", root, out, labels=labels, val_size=0.4, test_size=0.4)
+    assert len(records) == 3 and (out / "journal.jsonl").read_bytes() == journal  # re-split, nothing re-detected
+    with pytest.raises(FacellmError, match="no image gave a face"):
+        build("folder", root, out, labels=labels, min_face=10_000)
+    reasons = {json.loads(line)["reason"] for line in (out / "rejects.jsonl").read_text().splitlines()}
+    assert reasons == {"every face is smaller than 10000 px or blurrier than 0.0"}
+    assert (out / "journal.jsonl").read_bytes() == journal

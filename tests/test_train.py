@@ -9,6 +9,7 @@ import json
 import pytest
 
 from data_pipeline.build import BuildConfig, build_synthetic
+from data_pipeline.templates import ATTRIBUTES_ONLY
 from facellm.tiny import build_tiny_qwen2_vl
 from finetune.config import ConfigError, TrainConfig
 from finetune.train import train
@@ -18,7 +19,7 @@ from finetune.train import train
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     data, model = root / "data", root / "model"
-    build_synthetic(BuildConfig(out=data, n=640, val_size=40, test_size=1, seed=5))
+    build_synthetic(BuildConfig(out=data, n=640, val_size=40, test_size=1, seed=5, templates=ATTRIBUTES_ONLY))
     texts = [m["content"] for line in (data / "sharegpt" / "train.jsonl").open() for m in json.loads(line)["messages"]]
     build_tiny_qwen2_vl(model, texts)
     cfg = TrainConfig.from_yaml("finetune/configs/tiny-synthetic.yaml", [
