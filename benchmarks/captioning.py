@@ -19,7 +19,7 @@ from pathlib import Path
 import facellm  # noqa: F401
 from data_pipeline.synthetic import generate as draw_face
 from facellm.records import chat
-from facellm.tiny import build_tiny_qwen2_vl
+from facellm.families.qwen import build_tiny_qwen2_vl
 from serve.engine import EmbeddedEngine
 
 

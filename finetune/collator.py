@@ -3,13 +3,15 @@
 Labels are found in text space, where the chat template is readable: an
 assistant reply spans from the end of the chat rendered up to its turn (with
 the generation prompt) to the end of the chat rendered through its turn. The
-processor then expands each image placeholder into its image tokens; those runs
-are aligned back, so the mask works for any family whose processor repeats a
-placeholder token, and nothing is ever truncated.
+processor then expands each image placeholder, by family, into image tokens and
+sometimes extra markers (tiles, rows, image boundaries); the text tokens are
+aligned with the processor's ids by sequence matching, so the mask holds for any
+family, is checked to cover every answer token, and nothing is ever truncated.
 """
 
 from __future__ import annotations
 
+import difflib
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -51,11 +53,10 @@ def _strip_nulls(messages: list[dict]) -> list[dict]:
 
 
 class ChatCollator:
-    def __init__(self, processor, image_root: str | Path, image_token: str, max_length: int | None = None):
+    def __init__(self, processor, image_root: str | Path, max_length: int | None = None):
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.image_root = Path(image_root)
-        self.image_token_id = self.tokenizer.convert_tokens_to_ids(image_token)
         self.max_length = max_length
 
     def render(self, messages: list[dict], generation_prompt: bool = False) -> str:
@@ -74,24 +75,21 @@ class ChatCollator:
             spans.append((start, end))
         return text, spans
 
-    def text_labels(self, text: str, spans: list[tuple[int, int]]) -> list[int]:
+    def text_labels(self, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+        """Token ids of the text and their labels: the id inside an assistant span, else IGNORE."""
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        return [tid if any(s <= a and b <= e for s, e in spans) and b > a else IGNORE
-                for tid, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])]
+        labels = [tid if any(s <= a and b <= e for s, e in spans) and b > a else IGNORE
+                  for tid, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])]
+        return enc["input_ids"], labels
 
-    def expand_labels(self, labels: list[int], input_ids: list[int]) -> list[int]:
-        """Map text-space labels onto processor ids, where each image placeholder became a run."""
-        out, i = [], 0
-        for j, tid in enumerate(input_ids):
-            if tid == self.image_token_id:
-                out.append(IGNORE)
-                if j + 1 == len(input_ids) or input_ids[j + 1] != self.image_token_id:
-                    i += 1  # end of a run: one placeholder consumed
-            else:
-                out.append(labels[i])
-                i += 1
-        if i != len(labels):
-            raise ValueError(f"label alignment failed ({i} of {len(labels)} text tokens matched)")
+    @staticmethod
+    def align_labels(text_ids: list[int], labels: list[int], input_ids: list[int]) -> list[int]:
+        """Carry text-space labels over to the processor's ids, where image placeholders were expanded."""
+        out = [IGNORE] * len(input_ids)
+        for a, b, size in difflib.SequenceMatcher(a=text_ids, b=input_ids, autojunk=False).get_matching_blocks():
+            out[b: b + size] = labels[a: a + size]
+        if sum(x != IGNORE for x in out) != sum(x != IGNORE for x in labels):
+            raise ValueError("label alignment failed: the processor changed tokens inside an answer")
         return out
 
     def __call__(self, chats: list[dict]) -> dict[str, torch.Tensor]:
@@ -105,9 +103,10 @@ class ChatCollator:
         self.tokenizer.padding_side = "right"
         batch = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
         labels = torch.full_like(batch["input_ids"], IGNORE)
-        for row, (ids, mask, tl) in enumerate(zip(batch["input_ids"], batch["attention_mask"], text_labels)):
+        for row, (ids, mask, (text_ids, tl)) in enumerate(zip(batch["input_ids"], batch["attention_mask"],
+                                                                text_labels)):
             n = int(mask.sum())
-            labels[row, :n] = torch.tensor(self.expand_labels(tl, ids[:n].tolist()))
+            labels[row, :n] = torch.tensor(self.align_labels(text_ids, tl, ids[:n].tolist()))
         if self.max_length is not None and batch["input_ids"].shape[1] > self.max_length:
             raise ValueError(f"a batch is {batch['input_ids'].shape[1]} tokens long (max_length {self.max_length}); "
                              "raise max_length or lower the pixel budget: images are never truncated")

@@ -117,7 +117,7 @@ def train(cfg: TrainConfig) -> dict:
     chats = group_by_image(train_records, rng) if cfg.group_by_image else train_records
     if len(chats) < cfg.batch_size:
         raise FacellmError(f"{data}: {len(chats)} training examples, fewer than batch_size {cfg.batch_size}")
-    collator = ChatCollator(processor, data, fam.image_token, cfg.max_length)
+    collator = ChatCollator(processor, data, cfg.max_length)
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=cfg.betas, weight_decay=cfg.weight_decay)

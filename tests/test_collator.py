@@ -18,7 +18,7 @@ def chat(*turns, image=True):
 
 @pytest.fixture(scope="module")
 def collator(tiny_model_dir, face_png):
-    return ChatCollator(load_processor(tiny_model_dir), face_png.parent, "<|image_pad|>")
+    return ChatCollator(load_processor(tiny_model_dir), face_png.parent)
 
 
 def runs(labels):
@@ -66,7 +66,7 @@ def test_padding_is_masked_and_images_never_truncated(collator, face_png):
     per_image = batch["image_grid_thw"].prod(dim=1)
     assert ((batch["input_ids"] == image_id).sum(dim=1) == per_image // 4).all()
     assert batch["pixel_values"].shape[0] == per_image.sum()
-    tight = ChatCollator(collator.processor, collator.image_root, "<|image_pad|>", max_length=20)
+    tight = ChatCollator(collator.processor, collator.image_root, max_length=20)
     with pytest.raises(ValueError, match="images are never truncated"):
         tight([long])
 

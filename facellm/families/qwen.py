@@ -1,26 +1,18 @@
-"""Tiny, randomly initialised VLMs of real architectures, built offline.
-
-The model, tokenizer, chat template and processors are written with
-``save_pretrained`` exactly as a hub checkpoint is laid out, so every stage
-loads them through the same code path as a real model. Sizes respect what
-vLLM's CPU backend accepts (attention head_dim 32, all processor files).
-"""
+"""Qwen-VL families: entries and tiny offline models."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from facellm.schema import ATTRIBUTES
+from facellm.families.family import Family
+from facellm.families.tiny import BASE_CORPUS, train_bpe_tokenizer
 
-# Words the tokenizer must know even without a corpus: schema labels and a little chat English.
-_BASE_CORPUS = [
-    "You are a helpful assistant.",
-    "Describe the face in this image. What is the person's expression? Is the person wearing glasses?",
-    "The quick brown fox jumps over the lazy dog. Hello, how are you today? Yes. No. I cannot tell.",
-    '{"expression": "happy", "glasses": "no", "skin_tone": "light", "head_pose": "frontal"}',
-    "system\nuser\nassistant\n",  # role names follow a special token: they must be words of their own
-] + [" ".join((a.name.replace("_", " "),) + a.values) for a in ATTRIBUTES.values()]
+FAMILIES = [
+    Family(model_type="qwen2_vl", language_model="model.language_model", vision_tower="model.visual",
+           projector="model.visual.merger", image_token="<|image_pad|>",
+           tiny_builder="facellm.families.qwen:build_tiny_qwen2_vl"),
+]
 
 QWEN2_VL_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                     "<|image_pad|>", "<|video_pad|>", "<|vision_pad|>"]
@@ -45,22 +37,6 @@ QWEN2_VL_CHAT_TEMPLATE = (
 TINY_MIN_PIXELS, TINY_MAX_PIXELS = 56 * 56, 112 * 112
 
 
-def train_bpe_tokenizer(texts: list[str], special_tokens: list[str], vocab_size: int = 1000):
-    """A byte-level BPE tokenizer trained on ``texts`` (any byte string stays encodable)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=special_tokens, min_frequency=2,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer)
-    return tok
-
-
 def build_tiny_qwen2_vl(out_dir: str | Path, corpus: list[str] | None = None, seed: int = 0) -> None:
     import torch
     from transformers import (GenerationConfig, PreTrainedTokenizerFast, Qwen2VLConfig,
@@ -70,7 +46,7 @@ def build_tiny_qwen2_vl(out_dir: str | Path, corpus: list[str] | None = None, se
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    tok = train_bpe_tokenizer(_BASE_CORPUS * 4 + list(corpus or []), QWEN2_VL_SPECIAL)
+    tok = train_bpe_tokenizer(BASE_CORPUS * 4 + list(corpus or []), QWEN2_VL_SPECIAL)
     ids = {t: tok.token_to_id(t) for t in QWEN2_VL_SPECIAL}
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", model_max_length=4096,
