@@ -11,10 +11,10 @@ builders of one family line.
 from __future__ import annotations
 
 from facellm.errors import FacellmError
-from facellm.families import qwen
+from facellm.families import gemma, idefics, internvl, llava, qwen
 from facellm.families.family import LM_PROJECTIONS, Family
 
-FAMILIES: dict[str, Family] = {f.model_type: f for module in (qwen,) for f in module.FAMILIES}
+FAMILIES: dict[str, Family] = {f.model_type: f for module in (qwen, internvl, idefics, llava, gemma) for f in module.FAMILIES}
 
 __all__ = ["FAMILIES", "LM_PROJECTIONS", "Family", "family"]
 
