@@ -193,13 +193,23 @@ def cmd_train(args) -> None:
         if getattr(args, key):
             overrides.append(f"{key}={getattr(args, key)}")
     cfg = TrainConfig.from_yaml(args.config, overrides)
+    from facellm.modeling import is_hub_id
+
     for key in ("model", "data"):
         if not getattr(cfg, key):
             raise FacellmError(f"no {key} given: set `{key}:` in the config or pass --{key}")
-        if not Path(getattr(cfg, key)).is_dir():
+        if not Path(getattr(cfg, key)).is_dir() and not (key == "model" and is_hub_id(cfg.model)):
             raise FacellmError(f"{getattr(cfg, key)}: no such {key} directory")
-    summary = train(cfg)
-    print(f"adapter saved in {summary['output']}; validation accuracy: {summary['validation']}")
+    summary = train(cfg, resume=args.resume)
+    if summary is not None:  # the main process of a multi-process run, or the only one
+        print(f"saved in {summary['output']}; validation accuracy: {summary['validation']}")
+
+
+def cmd_merge(args) -> None:
+    from finetune.merge import merge
+
+    out = merge(args.model, args.adapter, args.out, args.dtype)
+    print(f"merged model written to {out}")
 
 
 def cmd_eval(args) -> None:
@@ -340,7 +350,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset directory")
     p.add_argument("--output", type=_output_dir, help="run directory (adapter/, log.jsonl, curves.png, summary.json)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. --set max_steps=200")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in the run directory (needs save_every > 0)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("merge", help="fold a LoRA adapter into its base model: one full safetensors model",
+                       description="Write base + adapter as one model directory (weights, processor, generation "
+                                   "config, model card) that transformers and vLLM load without PEFT.")
+    p.add_argument("--model", required=True, type=_existing_dir, help="base model directory")
+    p.add_argument("--adapter", required=True, type=_existing_dir, help="LoRA adapter directory")
+    p.add_argument("--out", required=True, type=_output_dir, help="new model directory")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="dtype of the merged weights")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("eval", help="accuracy per attribute of a model behind an OpenAI-compatible API",
                        description="Ask every attribute question of a split through the API and score the answers.")

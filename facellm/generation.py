@@ -19,9 +19,10 @@ class GenerationRequest:
 def prepare_inputs(processor, requests: list[GenerationRequest]) -> dict[str, torch.Tensor]:
     """Left-padded processor inputs for a batch of prompts (generation prompt appended)."""
     texts = [processor.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) for r in requests]
-    images = [img for r in requests for img in r.images]
+    # one list of images per prompt: processors such as SmolVLM's and Gemma3's read a flat list as one prompt's
+    images = [list(r.images) for r in requests]
     processor.tokenizer.padding_side = "left"
-    return processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+    return processor(text=texts, images=images if any(images) else None, padding=True, return_tensors="pt")
 
 
 def generation_kwargs(request: GenerationRequest, processor) -> dict:

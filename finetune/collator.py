@@ -46,15 +46,16 @@ def group_by_image(records: list[dict], rng: random.Random) -> list[dict]:
     return chats
 
 
-def _strip_nulls(messages: list[dict]) -> list[dict]:
+def strip_nulls(messages: list[dict]) -> list[dict]:
     # Arrow stores image parts with text=None; chat templates test `'text' in content`
     return [{**m, "content": [{k: v for k, v in p.items() if v is not None} for p in m["content"]]}
             for m in messages]
 
 
 class ChatCollator:
-    def __init__(self, processor, image_root: str | Path, max_length: int | None = None):
+    def __init__(self, processor, image_root: str | Path, max_length: int | None = None, family=None):
         self.processor = processor
+        self.prefix_lm = bool(family and family.prefix_lm)  # facellm.families.Family, None for a plain causal LM
         self.tokenizer = processor.tokenizer
         self.image_root = Path(image_root)
         self.max_length = max_length
@@ -69,6 +70,7 @@ class ChatCollator:
             if m["role"] != "assistant":
                 continue
             start = len(self.render(messages[:i], generation_prompt=True))
+            start = len(text) - len(text[start:].lstrip())  # a separator before the answer is not the answer
             end = len(self.render(messages[: i + 1]).rstrip())
             if not text.startswith(self.render(messages[: i + 1])):
                 raise ValueError("the chat template is not prefix-stable; assistant spans cannot be located")
@@ -76,9 +78,17 @@ class ChatCollator:
         return text, spans
 
     def text_labels(self, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
-        """Token ids of the text and their labels: the id inside an assistant span, else IGNORE."""
+        """Token ids of the text and their labels: the id inside an assistant span, else IGNORE.
+
+        A token that folds the separator into the answer's first word (byte-level BPE's " The" after a
+        generation prompt "ASSISTANT:") is the answer's: the model must learn to emit it.
+        """
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        labels = [tid if any(s <= a and b <= e for s, e in spans) and b > a else IGNORE
+
+        def content_start(a: int, b: int) -> int:  # where the token's text starts, leading whitespace skipped
+            return b - len(text[a:b].lstrip())
+
+        labels = [tid if any(s <= content_start(a, b) and s < b <= e for s, e in spans) and b > a else IGNORE
                   for tid, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])]
         return enc["input_ids"], labels
 
@@ -95,13 +105,13 @@ class ChatCollator:
     def __call__(self, chats: list[dict]) -> dict[str, torch.Tensor]:
         texts, text_labels, images = [], [], []
         for chat in chats:
-            messages = _strip_nulls(chat["messages"])
+            messages = strip_nulls(chat["messages"])
             text, spans = self.assistant_spans(messages)
             texts.append(text)
             text_labels.append(self.text_labels(text, spans))
-            images += [load_image(p, self.image_root) for p in chat["images"]]
+            images.append([load_image(p, self.image_root) for p in chat["images"]])  # nested: one list per chat
         self.tokenizer.padding_side = "right"
-        batch = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+        batch = self.processor(text=texts, images=images if any(images) else None, padding=True, return_tensors="pt")
         labels = torch.full_like(batch["input_ids"], IGNORE)
         for row, (ids, mask, (text_ids, tl)) in enumerate(zip(batch["input_ids"], batch["attention_mask"],
                                                                 text_labels)):
@@ -111,4 +121,7 @@ class ChatCollator:
             raise ValueError(f"a batch is {batch['input_ids'].shape[1]} tokens long (max_length {self.max_length}); "
                              "raise max_length or lower the pixel budget: images are never truncated")
         batch["labels"] = labels
+        if self.prefix_lm:  # the prompt up to the first answer is the bidirectional prefix, as at generation
+            first = torch.where((labels != IGNORE).any(1), (labels != IGNORE).int().argmax(1), 0)
+            batch["token_type_ids"] = (torch.arange(labels.shape[1]) >= first[:, None]).long()
         return batch

@@ -23,6 +23,9 @@ class LoraSettings:
     dropout: float = 0.05
     projections: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
                                                             "gate_proj", "up_proj", "down_proj"])
+    target_regex: str | None = None  # PEFT target_modules regex; default: the projections of the language model
+    use_rslora: bool = False  # rank-stabilised scaling alpha/sqrt(r)
+    use_dora: bool = False  # weight-decomposed LoRA
 
 
 @dataclass
@@ -30,15 +33,19 @@ class TrainConfig:
     model: str = ""  # model directory (hub layout)
     data: str = ""  # dataset directory written by `facellm data build`
     output: str = "runs/train"
-    method: str = "lora"  # lora | full
+    method: str = "lora"  # lora | qlora (4-bit base, CUDA + bitsandbytes) | full
     lora: LoraSettings = field(default_factory=LoraSettings)
     # Pretrained models keep vision tower and projector frozen; a randomly
     # initialised tiny model must learn to see, so its recipe trains them.
     train_vision_tower: bool = False
     train_projector: bool = False
     train_embeddings: bool = False  # token embeddings + LM head (tiny models with new vocabularies)
+    train_language_model: bool = True  # full fine-tuning only: False trains just the vision side
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30 % more compute
     group_by_image: bool = True  # all questions about an image in one multi-turn chat
+    group_by_length: bool = True  # batch chats of similar token length together: less padding
     max_steps: int = 1000
+    epochs: float = 0  # > 0: train this many passes over the training chats instead of max_steps
     batch_size: int = 8
     grad_accum: int = 1
     learning_rate: float = 2e-4
@@ -53,6 +60,9 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 0  # steps between validation evaluations (0: only at the end)
     eval_samples: int = 200  # validation questions asked per evaluation
+    save_every: int = 0  # steps between resumable checkpoints in OUTPUT/checkpoints (0: none)
+    keep_checkpoints: int = 2  # newest checkpoints kept
+    report_to: list[str] = field(default_factory=list)  # experiment trackers: tensorboard, wandb
     threads: int | None = None  # torch CPU threads (None: torch's default)
     dataloader_workers: int = 1  # processes collating batches ahead of the training step (0: inline)
 
@@ -83,8 +93,12 @@ class TrainConfig:
         if "betas" in raw:
             raw["betas"] = tuple(raw["betas"])
         cfg = cls(lora=LoraSettings(**lora), **raw)
-        if cfg.method not in ("lora", "full"):
-            raise ConfigError(f"method {cfg.method!r}: expected lora or full")
+        if cfg.method not in ("lora", "qlora", "full"):
+            raise ConfigError(f"method {cfg.method!r}: expected lora, qlora or full")
+        if cfg.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ConfigError(f"mixed_precision {cfg.mixed_precision!r}: expected no, bf16 or fp16")
+        if unknown := set(cfg.report_to) - {"tensorboard", "wandb"}:
+            raise ConfigError(f"report_to {sorted(unknown)}: expected tensorboard and/or wandb")
         return cfg
 
     def to_dict(self) -> dict:

@@ -1,10 +1,14 @@
-"""``facellm train CONFIG.yaml``: PEFT fine-tuning of a VLM on face QA records, with accelerate.
+"""``facellm train CONFIG.yaml``: LoRA / QLoRA / full fine-tuning of a VLM on face QA records, with accelerate.
 
-Read top to bottom: load -> choose what trains -> data -> loop -> save.
+Read top to bottom: load -> choose what trains -> data (pre-flight, batches) -> loop -> save.
+One process or several (``accelerate launch`` / ``torchrun``: data parallel, each rank collates its share
+of every batch); the loss is the mean over all answer tokens of the step, whatever the split across ranks
+and micro-batches, so a run's curve does not depend on how it is parallelised.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -12,48 +16,26 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from facellm.errors import FacellmError
 from facellm.evaluation import prompt_messages, question_records, score
-from facellm.families import Family
 from facellm.generation import GenerationRequest, generate
 from facellm.images import load_image
 from facellm.modeling import load_model, load_processor, model_family
 from facellm.records import load_split
-from finetune.collator import ChatCollator, group_by_image
+from finetune import checkpoint
+from finetune.batches import ShuffledBatches, check_max_length, preflight
+from finetune.card import write_run_files
+from finetune.collator import IGNORE, ChatCollator, group_by_image
 from finetune.config import TrainConfig
+from finetune.method import apply_method, quantization_config
 from finetune.plots import plot_curves
 
 
 class TrainingDiverged(FacellmError, RuntimeError):
     pass
-
-
-def apply_method(model, cfg: TrainConfig, fam: Family):
-    """LoRA on the language model (plus fully trained parts as PEFT modules_to_save), or full."""
-    if cfg.method == "full":
-        for name, p in model.named_parameters():
-            if name.startswith(fam.projector + "."):  # tested first: some families nest it in the tower
-                p.requires_grad_(cfg.train_projector)
-            elif name.startswith(fam.vision_tower + "."):
-                p.requires_grad_(cfg.train_vision_tower)
-        return model
-    from peft import LoraConfig, get_peft_model
-
-    modules_to_save = []
-    if cfg.train_vision_tower:
-        modules_to_save.append(fam.vision_tower)  # includes the projector where it lives inside the tower
-    elif cfg.train_projector:
-        modules_to_save.append(fam.projector)
-    if cfg.train_embeddings:
-        modules_to_save += ["embed_tokens", "lm_head"]
-    lora = LoraConfig(
-        r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, bias="none",
-        target_modules=fam.lora_target_regex(tuple(cfg.lora.projections)),
-        modules_to_save=modules_to_save or None,
-    )
-    return get_peft_model(model, lora)
 
 
 def validation_accuracy(model, processor, records: list[dict], image_root: Path, batch_size: int = 32) -> dict:
@@ -68,124 +50,163 @@ def validation_accuracy(model, processor, records: list[dict], image_root: Path,
     return score(records, answers)
 
 
-class ShuffledBatches(torch.utils.data.IterableDataset):
-    """Endless collated batches, reshuffled each epoch from the seed.
-
-    With ``dataloader_workers`` >= 1, collation (image decoding, chat templates,
-    processor) runs in worker processes, overlapping the training step; that pays
-    where an accelerator computes, not where the same CPU cores do both.
-    """
-
-    def __init__(self, chats: list[dict], batch_size: int, seed: int, collator: ChatCollator):
-        self.chats, self.batch_size, self.seed, self.collator = chats, batch_size, seed, collator
-
-    def __iter__(self):
-        epoch = 0
-        while True:
-            order = random.Random(self.seed + epoch).sample(self.chats, len(self.chats))
-            for i in range(0, len(order) - self.batch_size + 1, self.batch_size):
-                yield self.collator(order[i: i + self.batch_size])
-            epoch += 1
+def answer_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed next-token cross-entropy over answer tokens (the caller divides by the step's token count)."""
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE,
+                           reduction="sum")
 
 
 def _single_threaded_worker(_: int) -> None:
     torch.set_num_threads(1)  # leave the cores to the training process
 
 
-def train(cfg: TrainConfig) -> dict:
+def _accelerator(cfg: TrainConfig, out: Path):
     from accelerate import Accelerator
+
+    for tracker, package in (("tensorboard", "tensorboard"), ("wandb", "wandb")):
+        if tracker in cfg.report_to:
+            try:
+                __import__(package)
+            except ImportError:
+                raise FacellmError(f"report_to {tracker} needs `pip install {package}`") from None
+    # cpu=True where there is no GPU: accelerate then joins a multi-process CPU launch (torchrun, gloo)
+    return Accelerator(mixed_precision=cfg.mixed_precision, log_with=cfg.report_to or None, project_dir=str(out),
+                       cpu=not torch.cuda.is_available())
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict:
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
-    out = Path(cfg.output)
+    out, data = Path(cfg.output), Path(cfg.data)
     out.mkdir(parents=True, exist_ok=True)
-    data = Path(cfg.data)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision)
+    accelerator = _accelerator(cfg, out)
+    rank, world = accelerator.process_index, accelerator.num_processes
 
+    # --- model, and what trains
     fam = model_family(cfg.model)
     processor = load_processor(cfg.model)
-    model = apply_method(load_model(cfg.model), cfg, fam)
+    model = apply_method(load_model(cfg.model, quantization=quantization_config(cfg)), cfg, fam)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
 
+    # --- data: one chat per image, measured before the first step
     train_records = load_split(data, "train")
     val_records = question_records(load_split(data, "validation"))[: cfg.eval_samples]
-    rng = random.Random(cfg.seed)
-    chats = group_by_image(train_records, rng) if cfg.group_by_image else train_records
+    chats = group_by_image(train_records, random.Random(cfg.seed)) if cfg.group_by_image else train_records
     if len(chats) < cfg.batch_size:
         raise FacellmError(f"{data}: {len(chats)} training examples, fewer than batch_size {cfg.batch_size}")
-    collator = ChatCollator(processor, data, cfg.max_length)
+    collator = ChatCollator(processor, data, family=fam)
+    report = preflight(chats, collator, data)
+    check_max_length(report, chats, cfg.max_length)
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=cfg.betas, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=int(cfg.warmup_ratio * cfg.max_steps),
                               num_training_steps=cfg.max_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)  # stepped once per step, whatever the world size
+    start = 0
+    if resume:
+        path, start = checkpoint.latest(out)
+        accelerator.load_state(str(path))
     model.train()
 
-    log: list[dict] = []
-    log_file = (out / "log.jsonl").open("w")
+    # --- logging: log.jsonl (kept up to the resumed step), trackers, progress bar
+    log: list[dict] = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()
+                       if json.loads(line)["step"] <= start] if resume and (out / "log.jsonl").is_file() else []
+    main = accelerator.is_main_process
+    log_file = (out / "log.jsonl").open("w") if main else None
+    for entry in log:
+        log_file.write(json.dumps(entry) + "\n")
+    if cfg.report_to:
+        accelerator.init_trackers("facellm", config={k: str(v) for k, v in cfg.to_dict().items()})
 
     def record(entry: dict) -> None:
         log.append(entry)
-        log_file.write(json.dumps(entry) + "\n")
-        log_file.flush()
+        if main:
+            log_file.write(json.dumps(entry) + "\n")
+            log_file.flush()
+        if cfg.report_to:
+            accelerator.log({k: v for k, v in entry.items() if isinstance(v, (int, float))}, step=entry["step"])
 
-    def evaluate(step: int) -> dict:
-        result = validation_accuracy(accelerator.unwrap_model(model), processor, val_records, data)
-        record({"step": step, "val_accuracy": result["mean_accuracy"],
-                "val_per_attribute": {a: v["accuracy"] for a, v in result["attributes"].items()}})
+    def evaluate(step: int) -> dict | None:
+        result = None
+        if main:
+            result = validation_accuracy(accelerator.unwrap_model(model), processor, val_records, data)
+            record({"step": step, "val_accuracy": result["mean_accuracy"],
+                    "val_per_attribute": {a: v["accuracy"] for a, v in result["attributes"].items()}})
+        accelerator.wait_for_everyone()
         return result
 
-    record({"step": 0, "config": cfg.to_dict(), "trainable_parameters": trainable, "parameters": total,
-            "train_examples": len(chats)})
-    bar = tqdm(total=cfg.max_steps, desc="train", unit="step", disable=not accelerator.is_main_process)
-    loader = torch.utils.data.DataLoader(
-        ShuffledBatches(chats, cfg.batch_size, cfg.seed, collator), batch_size=None,
-        num_workers=cfg.dataloader_workers, worker_init_fn=_single_threaded_worker)
-    micro = iter(loader)
+    if not resume:
+        record({"step": 0, "config": cfg.to_dict(), "trainable_parameters": trainable, "parameters": total,
+                "train_examples": len(chats), "world_size": world, "preflight": report.summary(chats)})
+    batches = ShuffledBatches(chats, cfg.batch_size, cfg.seed, collator,
+                              report.lengths if cfg.group_by_length else None, start * cfg.grad_accum, rank, world)
+    micro = iter(torch.utils.data.DataLoader(batches, batch_size=None, num_workers=cfg.dataloader_workers,
+                                             worker_init_fn=_single_threaded_worker))
+    bar = tqdm(total=cfg.max_steps, initial=start, desc="train", unit="step", disable=not main)
     window_loss, window_tokens, t0 = 0.0, 0, time.perf_counter()
-    for step in range(1, cfg.max_steps + 1):
-        for _ in range(cfg.grad_accum):
-            batch = next(micro)
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    raise TrainingDiverged(f"loss became {loss_value} at step {step}; lower learning_rate "
-                                           f"(now {cfg.learning_rate}) or use mixed_precision=no")
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm:
-                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            window_loss += loss_value / cfg.grad_accum
-            window_tokens += int(batch["attention_mask"].sum())  # real tokens, padding excluded
+    for step in range(start + 1, cfg.max_steps + 1):
+        step_batches = [next(micro) for _ in range(cfg.grad_accum)]
+        local = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in step_batches)
+        answer_tokens = accelerator.reduce(torch.tensor(local, device=accelerator.device), "sum").item()
+        step_loss = 0.0
+        for k, batch in enumerate(step_batches):
+            sync = k == len(step_batches) - 1  # all-reduce gradients once per step
+            with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+                loss = answer_token_loss(model(**batch).logits, batch["labels"]) / answer_tokens
+                accelerator.backward(loss * world)  # DDP averages over ranks; the step wants their sum
+            step_loss += loss.item()
+        step_loss = accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "sum").item()
+        if not math.isfinite(step_loss):
+            raise TrainingDiverged(f"loss became {step_loss} at step {step}; lower learning_rate "
+                                   f"(now {cfg.learning_rate}) or use mixed_precision=no")
+        if cfg.max_grad_norm:
+            accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        window_loss += step_loss
+        window_tokens += sum(int(b["attention_mask"].sum()) for b in step_batches) * world  # real tokens
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.max_steps:
             n = cfg.log_every if step % cfg.log_every == 0 else step % cfg.log_every
-            elapsed = time.perf_counter() - t0
             record({"step": step, "loss": window_loss / n, "lr": scheduler.get_last_lr()[0],
-                    "tokens_per_s": window_tokens / elapsed})
+                    "tokens_per_s": window_tokens / (time.perf_counter() - t0)})
             bar.set_postfix(loss=f"{window_loss / n:.4f}")
             window_loss, window_tokens, t0 = 0.0, 0, time.perf_counter()
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps and val_records:
-            bar.write(f"step {step}: validation accuracy {evaluate(step)['mean_accuracy']:.3f}")
+            if (result := evaluate(step)) is not None:
+                bar.write(f"step {step}: validation accuracy {result['mean_accuracy']:.3f}")
+        if cfg.save_every and step % cfg.save_every == 0 and step < cfg.max_steps:
+            checkpoint.save(accelerator, out, step, cfg.keep_checkpoints)
     bar.close()
 
+    # --- save: adapter (or full model), run files, curves
     final = evaluate(cfg.max_steps) if val_records else None
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped.save_pretrained(out / "adapter" if cfg.method == "lora" else out / "model", safe_serialization=True)
-    if cfg.method == "full":
-        processor.save_pretrained(out / "model")
-    log_file.close()
-    plot_curves(log, out / "curves.png")
-    summary = {"output": str(out), "steps": cfg.max_steps, "final_loss": next(r["loss"] for r in reversed(log) if "loss" in r),
-               "validation": None if final is None else {a: v["accuracy"] for a, v in final["attributes"].items()},
-               "trainable_parameters": trainable}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary = None
+    if main:
+        saved = out / ("model" if cfg.method == "full" else "adapter")
+        accelerator.unwrap_model(model).save_pretrained(saved, safe_serialization=True)
+        if cfg.method == "full":
+            processor.save_pretrained(saved)
+        log_file.close()
+        plot_curves(log, out / "curves.png")
+        summary = {"output": str(out), "steps": cfg.max_steps,
+                   "final_loss": next(r["loss"] for r in reversed(log) if "loss" in r),
+                   "validation": None if final is None else {a: v["accuracy"] for a, v in final["attributes"].items()},
+                   "trainable_parameters": trainable, "world_size": world}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_run_files(saved, cfg, summary, fam)
+    if cfg.report_to:
+        accelerator.end_training()
+    accelerator.wait_for_everyone()
     return summary

@@ -17,6 +17,9 @@ class Family:
     projector: str  # module path prefix of the vision->text projector
     image_token: str  # placeholder the chat template emits and the processor expands
     tiny_builder: str  # "module:function" writing a tiny model: (out_dir, corpus_texts, seed) -> None
+    # Prefix-LM attention (PaliGemma): token_type_ids 0 mark the prompt, attended bidirectionally, 1 the
+    # answer, attended causally. The processor marks a whole prompt 0; training marks from the first answer on 1.
+    prefix_lm: bool = False
 
     def lora_target_regex(self, projections: tuple[str, ...] = LM_PROJECTIONS) -> str:
         """PEFT ``target_modules`` regex: the language model's linear layers only."""

@@ -1,7 +1,158 @@
-"""idefics family line: registry entries and tiny offline models (being built)."""
+"""Idefics3 and SmolVLM (SmolVLM2-style): entries and tiny offline models.
+
+The two are near-twins in transformers: a SigLIP-style vision tower, a pixel-shuffle
+connector (``scale_factor``) and a Llama language model; their processors expand each
+``<image>`` into ``<fake_token_around_image><global-img>`` + ``image_seq_len`` image tokens
++ ``<fake_token_around_image>`` when image splitting is off. What differs (classes,
+special tokens, chat template's BOS, patch size) lives in a ``_Variant``.
+"""
 
 from __future__ import annotations
 
-from facellm.families.family import Family
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
 
-FAMILIES: list[Family] = []
+from facellm.families.family import Family
+from facellm.families.tiny import BASE_CORPUS, train_bpe_tokenizer
+
+FAMILIES = [
+    Family(model_type=model_type, language_model="model.text_model", vision_tower="model.vision_model",
+           projector="model.connector", image_token="<image>",
+           tiny_builder=f"facellm.families.idefics:build_tiny_{model_type}")
+    for model_type in ("idefics3", "smolvlm")
+]
+
+
+class _SmolVLMRenderNoise(logging.Filter):
+    """SmolVLMProcessor.apply_chat_template (transformers 5.19) always sets num_frames/fps in ``**kwargs``,
+    so every render, with or without video, logs this warning: thousands of lines per training run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Kwargs passed to `processor.__call__` have to be in")
+
+
+logging.getLogger("transformers.processing_utils").addFilter(_SmolVLMRenderNoise())
+
+# The processors' markers around and inside images (6x6 tile grid, unused with splitting off
+# but part of the real vocabularies, and looked up by the processors and by vLLM).
+IMAGE_MARKERS = (["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"]
+                 + [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)])
+
+
+def _chat_template(bos: str, video: bool) -> str:
+    """The real template (Idefics2/3, SmolVLM2): "User:<image>question<end_of_utterance>\\nAssistant: answer".
+
+    Nothing in it costs a sample extra tokens (no system prompt), so it is kept whole;
+    "Assistant:" as the generation prompt leaves the space to the answer's first token.
+    """
+    return (
+        bos + "{% for message in messages %}{{message['role'] | capitalize}}"
+        "{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}"
+        "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}"
+        "{% elif line['type'] == 'image' %}{{ '<image>' }}"
+        + ("{% elif line['type'] == 'video' %}{{ '<video>' }}" if video else "")
+        + "{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+    )
+
+
+@dataclass(frozen=True)
+class _Variant:
+    model_type: str
+    classes: tuple[str, str, str, str]  # config, model, image processor, processor (transformers names)
+    video_processor: str | None  # SmolVLM's processor requires one
+    bos: str
+    eos: str  # ends an assistant turn: generation stops there
+    pad: str
+    specials: list[str]  # the text model's own special tokens, before IMAGE_MARKERS
+    chat_template: str
+    patch_size: int  # 14: so400m-style towers (Idefics3); 16: SigLIP-base-style (SmolVLM(2) 256M/500M)
+
+
+IDEFICS3 = _Variant(
+    "idefics3", ("Idefics3Config", "Idefics3ForConditionalGeneration", "Idefics3ImageProcessor", "Idefics3Processor"),
+    None, bos="<|begin_of_text|>", eos="<end_of_utterance>", pad="<|reserved_special_token_0|>",
+    specials=["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>"],
+    chat_template=_chat_template("<|begin_of_text|>", video=False), patch_size=14,
+)
+SMOLVLM = _Variant(
+    "smolvlm", ("SmolVLMConfig", "SmolVLMForConditionalGeneration", "SmolVLMImageProcessor", "SmolVLMProcessor"),
+    "SmolVLMVideoProcessor", bos="<|im_start|>", eos="<end_of_utterance>", pad="<|im_end|>",
+    specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+    chat_template=_chat_template("<|im_start|>", video=True), patch_size=16,
+)
+
+# The template's role words, so that each costs one token
+ROLE_WORDS = ["User: Assistant: User:\nAssistant:"]
+
+# Pixel budget of the tiny models: one square image of 8x8 patches, pixel-shuffled 2x2
+# into 16 image tokens (+ 3 markers); no tiles.
+TINY_PATCHES_PER_SIDE, TINY_SCALE_FACTOR = 8, 2
+
+
+def _build(v: _Variant, out_dir: str | Path, corpus: list[str] | None, seed: int) -> None:
+    import torch
+    import transformers
+    from transformers import GenerationConfig, PreTrainedTokenizerFast
+
+    config_cls, model_cls, image_processor_cls, processor_cls = (getattr(transformers, c) for c in v.classes)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    special_tokens = v.specials + IMAGE_MARKERS
+    # "Assistant: {answer}": the texts are learnt with a leading space too, so that the space folds into the
+    # answer's first word (" Gray") as in a real vocabulary, rather than standing alone as a token that the
+    # label mask leaves to the prompt and the model never learns to emit
+    corpus = list(corpus or [])
+    tok = train_bpe_tokenizer(BASE_CORPUS * 4 + ROLE_WORDS * 4 + corpus + [" " + t for t in corpus],
+                              special_tokens)
+    ids = {t: tok.token_to_id(t) for t in special_tokens}
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=v.bos, eos_token=v.eos, pad_token=v.pad, model_max_length=4096,
+        additional_special_tokens=[t for t in special_tokens if t not in (v.bos, v.eos, v.pad)],
+        chat_template=v.chat_template,
+    )
+    image_size = TINY_PATCHES_PER_SIDE * v.patch_size
+    image_seq_len = (TINY_PATCHES_PER_SIDE // TINY_SCALE_FACTOR) ** 2
+    pixels = dict(size={"longest_edge": image_size}, max_image_size={"longest_edge": image_size})
+    image_processor = image_processor_cls(do_image_splitting=False, **pixels)
+    extra = {}
+    if v.video_processor:
+        extra["video_processor"] = getattr(transformers, v.video_processor)(**pixels)
+    processor = processor_cls(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_seq_len,
+                              chat_template=v.chat_template, **extra)
+
+    hidden, heads = 128, 4  # head_dim 32: the smallest head size vLLM's CPU attention serves
+    special = dict(bos_token_id=ids[v.bos], eos_token_id=ids[v.eos], pad_token_id=ids[v.pad])
+    config = config_cls(
+        text_config=dict(
+            model_type="llama", vocab_size=tok.get_vocab_size(), hidden_size=hidden, intermediate_size=4 * hidden,
+            num_hidden_layers=2, num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=4096,
+            rms_norm_eps=1e-5, tie_word_embeddings=False, **special,
+        ),
+        vision_config=dict(hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=2,
+                           num_attention_heads=heads, image_size=image_size, patch_size=v.patch_size),
+        scale_factor=TINY_SCALE_FACTOR, image_token_id=ids["<image>"], tie_word_embeddings=False, **special,
+    )
+    config.dtype = "float32"
+    model = model_cls(config)
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    # vLLM and older transformers read the per-processor files, not only processor_config.json
+    image_processor.save_pretrained(out)
+    if "video_processor" in extra:
+        extra["video_processor"].save_pretrained(out)
+    GenerationConfig(do_sample=False, max_new_tokens=64, **special).save_pretrained(out)
+    n_params = sum(p.numel() for p in model.parameters())
+    (out / "facellm_tiny.json").write_text(json.dumps(
+        {"family": v.model_type, "seed": seed, "parameters": n_params, "vocab_size": tok.get_vocab_size()}, indent=2))
+
+
+def build_tiny_idefics3(out_dir: str | Path, corpus: list[str] | None = None, seed: int = 0) -> None:
+    _build(IDEFICS3, out_dir, corpus, seed)
+
+
+def build_tiny_smolvlm(out_dir: str | Path, corpus: list[str] | None = None, seed: int = 0) -> None:
+    _build(SMOLVLM, out_dir, corpus, seed)

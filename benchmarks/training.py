@@ -1,0 +1,125 @@
+"""Training throughput: facellm's loop next to a plain ``transformers.Trainer`` on the same model and data.
+
+    python benchmarks/training.py [--steps 60] [--batch-size 16]
+
+Both train the same tiny Qwen2-VL with the same LoRA (plus the trained vision tower and embeddings of the
+tiny recipe) on the same synthetic chats, collated by the same collator, one after the other in this
+process. Reported: real (non-padding) tokens per second and padding share, for facellm with and without
+length-grouped batches, and for the Trainer (random batches, its own loop). Writes
+benchmarks/results/training.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import facellm  # noqa: F401
+import torch
+from data_pipeline.build import BuildConfig, build_synthetic
+from data_pipeline.templates import ATTRIBUTES_ONLY
+from facellm.families import family
+from facellm.families.qwen import build_tiny_qwen2_vl
+from facellm.modeling import load_model, load_processor
+from facellm.records import load_split
+from finetune.collator import ChatCollator, group_by_image
+from finetune.config import TrainConfig
+from finetune.method import apply_method
+from finetune.train import train
+
+RECIPE = "finetune/configs/tiny-synthetic.yaml"
+
+
+def facellm_run(model, data, out, steps, batch, grouped) -> dict:
+    cfg = TrainConfig.from_yaml(RECIPE, [f"model={model}", f"data={data}", f"output={out}", f"max_steps={steps}",
+                                         f"batch_size={batch}", "eval_samples=0", f"log_every={steps}",
+                                         f"group_by_length={str(grouped).lower()}"])
+    start = time.perf_counter()
+    train(cfg)
+    seconds = time.perf_counter() - start
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return {"tokens_per_s_in_loop": log[-1]["tokens_per_s"], "wall_s": seconds}
+
+
+class CountingCollator:
+    """The Trainer gets facellm's collator; this counts the real and padded tokens it hands over."""
+
+    def __init__(self, collator):
+        self.collator, self.real, self.padded = collator, 0, 0
+
+    def __call__(self, chats):
+        batch = self.collator(chats)
+        self.real += int(batch["attention_mask"].sum())
+        self.padded += batch["attention_mask"].numel()
+        return batch
+
+
+def trainer_run(model_dir, data, out, steps, batch) -> dict:
+    from transformers import Trainer, TrainingArguments
+
+    cfg = TrainConfig.from_yaml(RECIPE, [f"model={model_dir}", f"data={data}"])
+    chats = group_by_image(load_split(data, "train"), random.Random(0))
+    collator = CountingCollator(ChatCollator(load_processor(model_dir), data))
+    model = apply_method(load_model(model_dir), cfg, family("qwen2_vl"))
+    args = TrainingArguments(output_dir=str(out), max_steps=steps, per_device_train_batch_size=batch,
+                             learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_ratio=0.05,
+                             logging_steps=steps, save_strategy="no", report_to=[], remove_unused_columns=False,
+                             dataloader_num_workers=0, use_cpu=True, seed=0)
+    trainer = Trainer(model=model, args=args, train_dataset=chats, data_collator=collator)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    return {"tokens_per_s_in_loop": collator.real / seconds, "wall_s": seconds,
+            "padding_share": 1 - collator.real / collator.padded}
+
+
+def padding_share(data, model_dir, batch, grouped) -> float:
+    """Share of padding in facellm's batches (one epoch's worth of batch layouts, no training)."""
+    from finetune.batches import ShuffledBatches, preflight
+
+    chats = group_by_image(load_split(data, "train"), random.Random(0))
+    collator = ChatCollator(load_processor(model_dir), data)
+    lengths = preflight(chats, collator, data).lengths
+    stream = ShuffledBatches(chats, batch, 0, collator, lengths if grouped else None)
+    real = padded = 0
+    for batch_ids in stream.epoch_batches(0):
+        sizes = [lengths[i] for i in batch_ids]
+        real, padded = real + sum(sizes), padded + max(sizes) * len(sizes)
+    return 1 - real / padded
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--images", type=int, default=640)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data, model = tmp / "data", tmp / "model"
+        build_synthetic(BuildConfig(out=data, n=args.images, val_size=1, test_size=1, templates=ATTRIBUTES_ONLY))
+        build_tiny_qwen2_vl(model)
+        results = {
+            "facellm (length-grouped)": facellm_run(model, data, tmp / "a", args.steps, args.batch_size, True),
+            "facellm (random batches)": facellm_run(model, data, tmp / "b", args.steps, args.batch_size, False),
+            "transformers.Trainer": trainer_run(model, data, tmp / "c", args.steps, args.batch_size),
+        }
+        results["facellm (length-grouped)"]["padding_share"] = padding_share(data, model, args.batch_size, True)
+        results["facellm (random batches)"]["padding_share"] = padding_share(data, model, args.batch_size, False)
+    base = results["transformers.Trainer"]["tokens_per_s_in_loop"]
+    print("| loop | real tokens/s | padding | wall s | ratio vs Trainer |\n|---|---:|---:|---:|---:|")
+    for name, r in results.items():
+        print(f"| {name} | {r['tokens_per_s_in_loop']:.0f} | {r['padding_share']:.1%} | {r['wall_s']:.1f} | "
+              f"{r['tokens_per_s_in_loop'] / base:.2f} |")
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "training.json").write_text(json.dumps({"results": results, **vars(args)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Training batches: a pre-flight pass over the data, then an endless, seeded, resumable batch stream.
+
+The pre-flight measures every chat in tokens, image tokens included, without
+running the processor on every image: image token counts depend only on image
+size, so each distinct size is measured once. Its lengths let batches group
+chats of similar length (less padding) and let a ``max_length`` that would cut
+an image be refused before training starts.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from facellm.errors import FacellmError
+from finetune.collator import ChatCollator, strip_nulls
+
+
+@dataclass
+class Preflight:
+    lengths: list[int]  # tokens per chat, image tokens included
+    image_tokens: dict[tuple[int, int], int]  # tokens an image of (width, height) becomes
+
+    def longest(self) -> int:
+        return max(self.lengths)
+
+    def summary(self, chats: list[dict]) -> dict:
+        i = max(range(len(self.lengths)), key=self.lengths.__getitem__)
+        return {"longest_tokens": self.lengths[i], "longest_id": chats[i]["id"],
+                "mean_tokens": round(sum(self.lengths) / len(self.lengths), 1),
+                "image_tokens": {f"{w}x{h}": n for (w, h), n in sorted(self.image_tokens.items())}}
+
+
+def preflight(chats: list[dict], collator: ChatCollator, image_root: Path) -> Preflight:
+    tokenizer, sizes, per_size = collator.tokenizer, {}, {}
+    for chat in chats:
+        for path in chat["images"]:
+            if path not in sizes:
+                with Image.open(image_root / path) as im:  # the header only: no decode
+                    sizes[path] = im.size
+    for size in set(sizes.values()):
+        probe = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "x"}]}]
+        text = collator.render(probe)
+        with_image = collator.processor(text=[text], images=[Image.new("RGB", size)], return_tensors="pt")
+        per_size[size] = with_image["input_ids"].shape[1] - len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    lengths = []
+    for chat in chats:
+        text = collator.render(strip_nulls(chat["messages"]))
+        lengths.append(len(tokenizer(text, add_special_tokens=False)["input_ids"])
+                       + sum(per_size[sizes[p]] for p in chat["images"]))
+    return Preflight(lengths, per_size)
+
+
+def check_max_length(report: Preflight, chats: list[dict], max_length: int | None) -> None:
+    if max_length is None or report.longest() <= max_length:
+        return
+    s = report.summary(chats)
+    raise FacellmError(
+        f"max_length {max_length} would cut samples: the longest ({s['longest_id']}) is {s['longest_tokens']} tokens, "
+        f"images included ({s['image_tokens']} tokens per image size). Images are never truncated: raise max_length "
+        f"to at least {s['longest_tokens']}, or lower the pixel budget so images take fewer tokens, or set "
+        "group_by_image: false for shorter chats")
+
+
+class ShuffledBatches(torch.utils.data.IterableDataset):
+    """Endless collated batches, reshuffled each epoch from the seed; batch ``start`` onward (resume).
+
+    With ``lengths``, each run of 32 batches is cut from chats sorted by length and the batches are
+    shuffled again, so a batch pads little and the order stays random. With ``world`` > 1 every rank
+    collates its own share of each batch (data parallel: together they see the single-process batch).
+    """
+
+    def __init__(self, chats: list[dict], batch_size: int, seed: int, collator: ChatCollator,
+                 lengths: list[int] | None = None, start: int = 0, rank: int = 0, world: int = 1):
+        self.chats, self.batch_size, self.seed, self.collator = chats, batch_size, seed, collator
+        self.lengths, self.start, self.rank, self.world = lengths, start, rank, world
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        rng = random.Random(self.seed + epoch)
+        order = rng.sample(range(len(self.chats)), len(self.chats))
+        batches = [order[i: i + self.batch_size] for i in range(0, len(order) - self.batch_size + 1, self.batch_size)]
+        if self.lengths is None:
+            return batches
+        grouped, span = [], 32 * self.batch_size
+        for i in range(0, len(batches) * self.batch_size, span):
+            run = sorted(order[i: i + span], key=self.lengths.__getitem__)
+            grouped += [run[j: j + self.batch_size] for j in range(0, len(run) - self.batch_size + 1, self.batch_size)]
+        rng.shuffle(grouped)
+        return grouped
+
+    def __iter__(self):
+        per_epoch = len(self.chats) // self.batch_size
+        if per_epoch == 0:
+            raise FacellmError(f"{len(self.chats)} training examples, fewer than batch_size {self.batch_size}")
+        epoch, skip = divmod(self.start, per_epoch)
+        while True:
+            for batch in self.epoch_batches(epoch)[skip:]:
+                yield self.collator([self.chats[i] for i in batch[self.rank:: self.world]])
+            epoch, skip = epoch + 1, 0

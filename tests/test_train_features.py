@@ -1,0 +1,139 @@
+"""Training beyond one run: kill + resume, data parallel across processes, merge, methods, pre-flight."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from data_pipeline.build import BuildConfig, build_synthetic
+from data_pipeline.export import export_all
+from data_pipeline.templates import TemplateOptions
+from facellm.errors import FacellmError
+from facellm.generation import GenerationRequest, generate, prepare_inputs
+from facellm.images import load_image
+from facellm.modeling import load_model, load_processor
+from facellm.records import load_split, load_splits
+from finetune.config import TrainConfig
+from finetune.train import train
+
+RECIPE = "finetune/configs/tiny-synthetic.yaml"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("colours")
+    build_synthetic(BuildConfig(out=out, n=120, val_size=8, test_size=8, seed=11,
+                                templates=TemplateOptions(kinds=("attributes",), refusal_rate=0.0)))
+    keep = ("skin_tone", "hair_color")
+    export_all({s: [r for r in records if r["category"] in keep] for s, records in load_splits(out).items()}, out)
+    return out
+
+
+def settings(model, data, output, **extra):
+    values = {"model": model, "data": data, "output": output, "batch_size": 8, "log_every": 1, "eval_every": 0,
+              "eval_samples": 8, "seed": 3, "threads": 1, **extra}
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def losses(run_dir):
+    return {r["step"]: r["loss"] for r in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines())
+            if "loss" in r}
+
+
+def cli(*args):
+    return [sys.executable, "-m", "facellm.cli", "train", RECIPE, *(a for s in args for a in ("--set", s))]
+
+
+def test_killed_run_resumes_to_the_same_losses(tiny_model_dir, data, tmp_path):
+    whole = tmp_path / "whole"
+    train(TrainConfig.from_yaml(RECIPE, settings(tiny_model_dir, data, whole, max_steps=60)))
+
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(cli(*settings(tiny_model_dir, data, cut, max_steps=60, save_every=20)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (cut / "checkpoints/step-20/done").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # a condition, not a timing bet
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (cut / "adapter").exists()
+
+    train(TrainConfig.from_yaml(RECIPE, settings(tiny_model_dir, data, cut, max_steps=60, save_every=20)),
+          resume=True)
+    a, b = losses(whole), losses(cut)
+    assert sorted(b) == list(range(1, 61))  # the log continues with no gap and no repeat
+    for step in range(21, 61):
+        assert b[step] == pytest.approx(a[step], rel=1e-4), step
+    assert b[60] < a[1] / 2  # and it learned
+
+
+def test_two_process_data_parallel_matches_one_process(tiny_model_dir, data, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    train(TrainConfig.from_yaml(RECIPE, settings(tiny_model_dir, data, one, max_steps=8)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "facellm.cli", "train", RECIPE]
+    for s in settings(tiny_model_dir, data, two, max_steps=8):
+        cmd += ["--set", s]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = losses(one), losses(two)
+    assert json.loads((two / "summary.json").read_text())["world_size"] == 2
+    for step in range(1, 9):  # same global batches, loss = mean over all answer tokens of the step
+        assert b[step] == pytest.approx(a[step], rel=2e-3), (step, a, b)
+
+
+def test_merged_model_answers_exactly_as_base_plus_adapter(tiny_model_dir, data, tmp_path):
+    from peft import PeftModel
+
+    from finetune.merge import merge
+
+    run = tmp_path / "run"
+    train(TrainConfig.from_yaml(RECIPE, settings(tiny_model_dir, data, run, max_steps=30)))
+    merged = merge(tiny_model_dir, run / "adapter", tmp_path / "merged")
+    processor = load_processor(tiny_model_dir)
+    records = load_split(data, "test")
+    requests = [GenerationRequest(r["messages"][:1], [load_image(p, data) for p in r["images"]], max_new_tokens=12)
+                for r in records]
+    with_adapter = PeftModel.from_pretrained(load_model(tiny_model_dir), str(run / "adapter")).eval()
+    merged_model = load_model(merged).eval()
+    expected = [t for t, _, _ in generate(with_adapter, processor, requests)]
+    assert [t for t, _, _ in generate(merged_model, load_processor(merged), requests)] == expected
+    inputs = prepare_inputs(processor, requests)
+    with torch.no_grad():  # the same function, not just the same argmax
+        a, b = with_adapter(**inputs).logits, merged_model(**inputs).logits
+        base = load_model(tiny_model_dir).eval()(**inputs).logits
+    assert torch.allclose(a, b, atol=1e-4) and not torch.allclose(a, base, atol=1e-2)
+    info = json.loads((run / "adapter" / "facellm_train.json").read_text())
+    assert info["dataset"]["splits"]["train"] and info["metrics"]["steps"] == 30
+    assert "Held-out accuracy" in (run / "adapter" / "README.md").read_text()
+
+
+def test_rslora_dora_and_full_methods_train(tiny_model_dir, data, tmp_path):
+    for name, extra in {"rslora": {"lora.use_rslora": "true"}, "dora": {"lora.use_dora": "true"},
+                        "full": {"method": "full", "train_vision_tower": "false", "gradient_checkpointing": "true"}
+                        }.items():
+        summary = train(TrainConfig.from_yaml(RECIPE, settings(tiny_model_dir, data, tmp_path / name, max_steps=3,
+                                                                eval_samples=0, **extra)))
+        assert summary["steps"] == 3 and torch.isfinite(torch.tensor(summary["final_loss"])), name
+    adapter = json.loads((tmp_path / "dora" / "adapter" / "adapter_config.json").read_text())
+    assert adapter["use_dora"] is True
+    assert (tmp_path / "full" / "model" / "model.safetensors").is_file()
+
+
+def test_qlora_on_cpu_and_a_cutting_max_length_are_refused_before_training(tiny_model_dir, data, tmp_path):
+    with pytest.raises(FacellmError, match="needs a CUDA GPU"):
+        train(TrainConfig.from_yaml(RECIPE, settings(tiny_model_dir, data, tmp_path / "q", method="qlora")))
+    with pytest.raises(FacellmError, match="would cut samples.*longest.*tokens per image size"):
+        train(TrainConfig.from_yaml(RECIPE, settings(tiny_model_dir, data, tmp_path / "m", max_length=20)))
+    assert not (tmp_path / "m" / "log.jsonl").exists() or not (tmp_path / "m" / "adapter").exists()
+
+
+def test_resume_without_a_checkpoint_says_what_to_do(tiny_model_dir, data, tmp_path):
+    with pytest.raises(FacellmError, match="save_every"):
+        train(TrainConfig.from_yaml(RECIPE, settings(tiny_model_dir, data, tmp_path / "r")), resume=True)
