@@ -2,7 +2,8 @@
 
 Labels are found in text space, where the chat template is readable: an
 assistant reply spans from the end of the chat rendered up to its turn (with
-the generation prompt) to the end of the chat rendered through its turn. The
+the generation prompt, and any whitespace separating the answer) to the end of
+the chat rendered through its turn. The
 processor then expands each image placeholder, by family, into image tokens and
 sometimes extra markers (tiles, rows, image boundaries); the text tokens are
 aligned with the processor's ids by sequence matching, so the mask holds for any
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from facellm.families import Family
 from facellm.images import load_image
 
 IGNORE = -100
@@ -53,9 +55,10 @@ def strip_nulls(messages: list[dict]) -> list[dict]:
 
 
 class ChatCollator:
-    def __init__(self, processor, image_root: str | Path, max_length: int | None = None, family=None):
+    def __init__(self, processor, image_root: str | Path, max_length: int | None = None,
+                 family: Family | None = None):
         self.processor = processor
-        self.prefix_lm = bool(family and family.prefix_lm)  # facellm.families.Family, None for a plain causal LM
+        self.prefix_lm = family is not None and family.prefix_lm
         self.tokenizer = processor.tokenizer
         self.image_root = Path(image_root)
         self.max_length = max_length

@@ -92,6 +92,8 @@ class TrainConfig:
             raise ConfigError(f"unknown lora setting(s) {sorted(unknown)}; known: {sorted(lora_known)}")
         if "betas" in raw:
             raw["betas"] = tuple(raw["betas"])
+        if raw.get("mixed_precision") is False:  # YAML 1.1 reads a bare `no` as false
+            raw["mixed_precision"] = "no"
         cfg = cls(lora=LoraSettings(**lora), **raw)
         if cfg.method not in ("lora", "qlora", "full"):
             raise ConfigError(f"method {cfg.method!r}: expected lora, qlora or full")

@@ -134,6 +134,15 @@ def _gemma_text(vocab_size: int, tokenizer) -> dict:
                 eos_token_id=tokenizer.eos_token_id)
 
 
+def _generation(tokenizer, *stops: str):
+    """Greedy decoding that stops at <eos> and at any of ``stops``."""
+    from transformers import GenerationConfig
+
+    eos = [tokenizer.eos_token_id] + [tokenizer.convert_tokens_to_ids(t) for t in stops]
+    return GenerationConfig(do_sample=False, max_new_tokens=64, bos_token_id=tokenizer.bos_token_id,
+                            pad_token_id=tokenizer.pad_token_id, eos_token_id=eos if stops else eos[0])
+
+
 def _save(out: Path, family: str, seed: int, model, processor, image_processor, generation) -> None:
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
@@ -155,12 +164,11 @@ def _start(out_dir: str | Path, seed: int) -> Path:
 
 
 def build_tiny_gemma3(out_dir: str | Path, corpus: list[str] | None = None, seed: int = 0) -> None:
-    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessor, Gemma3Processor, \
-        GenerationConfig
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessor, Gemma3Processor
 
     out = _start(out_dir, seed)
+    # the processor reads its image markers from the tokenizer, as from the hub's tokenizer_config.json
     tokenizer = _tokenizer(corpus, GEMMA3_SPECIAL, GEMMA3_CHAT_TEMPLATE,
-                           additional_special_tokens=GEMMA3_SPECIAL[4:],
                            extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
                                                  "image_token": "<image_soft_token>"})
     image_processor = Gemma3ImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
@@ -184,14 +192,12 @@ def build_tiny_gemma3(out_dir: str | Path, corpus: list[str] | None = None, seed
     # trained from scratch learns faster when images carry signal from the first step.
     model.model.multi_modal_projector.mm_input_projection_weight.data.normal_(0.0, HIDDEN ** -0.5)
     # Gemma 3 instruct stops at <end_of_turn> as well as <eos>, as on the hub
-    generation = GenerationConfig(do_sample=False, max_new_tokens=64, bos_token_id=ids["<bos>"],
-                                  pad_token_id=ids["<pad>"], eos_token_id=[ids["<eos>"], ids["<end_of_turn>"]])
-    _save(out, "gemma3", seed, model, processor, image_processor, generation)
+    _save(out, "gemma3", seed, model, processor, image_processor, _generation(tokenizer, "<end_of_turn>"))
 
 
 def build_tiny_paligemma(out_dir: str | Path, corpus: list[str] | None = None, seed: int = 0) -> None:
-    from transformers import GenerationConfig, PaliGemmaConfig, PaliGemmaForConditionalGeneration, \
-        PaliGemmaProcessor, SiglipImageProcessor
+    from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor, \
+        SiglipImageProcessor
 
     out = _start(out_dir, seed)
     tokenizer = _tokenizer(corpus, PALIGEMMA_SPECIAL, PALIGEMMA_CHAT_TEMPLATE, additional_special_tokens=["<image>"])
@@ -210,6 +216,4 @@ def build_tiny_paligemma(out_dir: str | Path, corpus: list[str] | None = None, s
     )
     config.dtype = "float32"
     model = PaliGemmaForConditionalGeneration(config)
-    generation = GenerationConfig(do_sample=False, max_new_tokens=64, bos_token_id=tokenizer.bos_token_id,
-                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    _save(out, "paligemma", seed, model, processor, image_processor, generation)
+    _save(out, "paligemma", seed, model, processor, image_processor, _generation(tokenizer))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from facellm.families.family import Family
-from facellm.families.llava import (QWEN2_SPECIAL, TINY_HEADS, TINY_HIDDEN, _start, save_tiny, tiny_text_config,
-                                    tiny_tokenizer)
+from facellm.families.llava import (QWEN2_SPECIAL, TINY_HEADS, TINY_HIDDEN, save_tiny, start_tiny,
+                                    tiny_text_config, tiny_tokenizer)
 
 FAMILIES = [
     Family(model_type="internvl", language_model="model.language_model", vision_tower="model.vision_tower",
@@ -43,7 +43,7 @@ def build_tiny_internvl(out_dir: str | Path, corpus: list[str] | None = None, se
     from transformers import (GotOcr2ImageProcessor, InternVLConfig, InternVLForConditionalGeneration,
                               InternVLProcessor, InternVLVideoProcessor)
 
-    out = _start(out_dir, seed)
+    out = start_tiny(out_dir, seed)
     tokenizer, ids = tiny_tokenizer(corpus, INTERNVL_SPECIAL, INTERNVL_CHAT_TEMPLATE, eos="<|im_end|>",
                                     pad="<|endoftext|>", extra_special_tokens=INTERNVL_IMAGE_TOKENS)
     size = {"height": INTERNVL_TILE, "width": INTERNVL_TILE}

@@ -77,7 +77,8 @@ def save_tiny(out: Path, family: str, seed: int, model, processor, generation_id
          "vocab_size": model.config.text_config.vocab_size}, indent=2))
 
 
-def _start(out_dir, seed: int) -> Path:
+def start_tiny(out_dir, seed: int) -> Path:
+    """The output directory, created, with torch seeded for the random weights."""
     import torch
 
     out = Path(out_dir)
@@ -98,20 +99,21 @@ LLAVA_CHAT_TEMPLATE = (
     "{# Render all images first #}{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
     "{{ '<image>\n' }}{% endfor %}"
     "{# Render all text next #}{% if message['role'] != 'assistant' %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}{% endfor %}"
-    "{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}"
+    "{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
     "{% generation %}{{ content['text'] + '</s>'}}{% endgeneration %}{% endfor %}{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
 )
 
-# 112x112 images in patches of 28 (CLIP's 14 would give 64): 16 image tokens once CLS is dropped.
+# 112x112 images in patches of 28 (CLIP's 14 would give 64): 16 image tokens once CLS is dropped. As in
+# LLaVA-1.5, the projector reads the tower's penultimate layer (vision_feature_layer -2).
 LLAVA_IMAGE_SIZE, LLAVA_PATCH = 112, 28
 
 
 def build_tiny_llava(out_dir: str | Path, corpus: list[str] | None = None, seed: int = 0) -> None:
     from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
-    out = _start(out_dir, seed)
+    out = start_tiny(out_dir, seed)
     tokenizer, ids = tiny_tokenizer(corpus, LLAVA_SPECIAL, LLAVA_CHAT_TEMPLATE, eos="</s>", pad="<pad>", bos="<s>",
                                     add_bos=True, words=("USER: ASSISTANT: USER:",),
                                     space_before_answers=True, unk_token="<unk>")
@@ -164,7 +166,7 @@ def build_tiny_llava_onevision(out_dir: str | Path, corpus: list[str] | None = N
     from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
                               LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor)
 
-    out = _start(out_dir, seed)
+    out = start_tiny(out_dir, seed)
     tokenizer, ids = tiny_tokenizer(corpus, LLAVA_ONEVISION_SPECIAL, LLAVA_ONEVISION_CHAT_TEMPLATE,
                                     eos="<|im_end|>", pad="<|endoftext|>")
     siglip = dict(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
