@@ -43,7 +43,7 @@ class TrainConfig:
     train_language_model: bool = True  # full fine-tuning only: False trains just the vision side
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30 % more compute
     group_by_image: bool = True  # all questions about an image in one multi-turn chat
-    group_by_length: bool = True  # batch chats of similar token length together: less padding
+    group_by_length: bool = False  # batch chats of similar token length together: less padding, less random
     max_steps: int = 1000
     epochs: float = 0  # > 0: train this many passes over the training chats instead of max_steps
     batch_size: int = 8
