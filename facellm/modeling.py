@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from facellm.errors import FacellmError
-from facellm.families import Family, family
+from facellm.families import FAMILIES, Family, family
 
 
 class ModelDirError(FacellmError, ValueError):
@@ -39,11 +39,25 @@ def model_family(model_dir: str | Path) -> Family:
     return family(read_model_type(model_dir))
 
 
-def load_processor(model_dir: str | Path):
+def pixel_kwargs(fam: Family, min_pixels: int | None = None, max_pixels: int | None = None) -> dict:
+    """Processor kwargs of a pixel budget; the same dict goes to vLLM's ``--mm-processor-kwargs``, so
+    training, eval and serving see images at the same resolution."""
+    budget = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
+    if budget and not fam.pixel_budget:
+        raise FacellmError(f"{fam.model_type} resizes every image to a fixed size, so a pixel budget "
+                           f"(min_pixels/max_pixels) does not apply; supported by: "
+                           f"{', '.join(f.model_type for f in FAMILIES.values() if f.pixel_budget)}")
+    if min_pixels and max_pixels and min_pixels > max_pixels:
+        raise FacellmError(f"min_pixels {min_pixels} is larger than max_pixels {max_pixels}")
+    return budget
+
+
+def load_processor(model_dir: str | Path, min_pixels: int | None = None, max_pixels: int | None = None):
+    """The checkpoint's processor, with an optional pixel budget (dynamic-resolution families)."""
     from transformers import AutoProcessor
 
-    model_family(model_dir)
-    return AutoProcessor.from_pretrained(str(model_dir), trust_remote_code=False)
+    budget = pixel_kwargs(model_family(model_dir), min_pixels, max_pixels)
+    return AutoProcessor.from_pretrained(str(model_dir), trust_remote_code=False, **budget)
 
 
 def load_model(model_dir: str | Path, dtype: str = "float32", quantization=None):
@@ -63,3 +77,25 @@ def read_adapter(adapter_dir: str | Path) -> dict:
     if not config.is_file():
         raise ModelDirError(f"{adapter_dir}: not a PEFT adapter directory (no adapter_config.json)")
     return json.loads(config.read_text())
+
+
+def trained_pixel_budget(adapter_dir: str | Path) -> tuple[int | None, int | None]:
+    """(min_pixels, max_pixels) an adapter (or full model) was trained with, from its facellm_train.json."""
+    run = Path(adapter_dir) / "facellm_train.json"
+    config = json.loads(run.read_text())["config"] if run.is_file() else {}
+    return config.get("min_pixels"), config.get("max_pixels")
+
+
+def serving_pixel_budget(model: str | Path, adapter_dirs, min_pixels: int | None = None,
+                         max_pixels: int | None = None) -> tuple[int | None, int | None]:
+    """The budget to serve with: the one given, else the one the adapters were trained with (they must agree)."""
+    if min_pixels or max_pixels:
+        budget = (min_pixels, max_pixels)
+    else:
+        trained = {trained_pixel_budget(d) for d in adapter_dirs}
+        if len(trained) > 1:
+            raise FacellmError(f"the adapters were trained with different pixel budgets {sorted(trained, key=str)}; "
+                               "one server applies one: pass --min-pixels/--max-pixels")
+        budget = trained.pop() if trained else (None, None)
+    pixel_kwargs(model_family(model), *budget)  # refuse a budget the family cannot apply
+    return budget

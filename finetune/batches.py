@@ -23,7 +23,7 @@ from finetune.collator import ChatCollator, strip_nulls
 @dataclass
 class Preflight:
     lengths: list[int]  # tokens per chat, image tokens included
-    image_tokens: dict[tuple[int, int], int]  # tokens an image of (width, height) becomes
+    image_tokens: dict[tuple[int, int], int]  # tokens an image of (width, height) adds to the chat's text
 
     def longest(self) -> int:
         return max(self.lengths)

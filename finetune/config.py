@@ -56,6 +56,10 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate)
     max_length: int | None = None  # refuse longer samples; images are never truncated
+    # pixel budget per image (Qwen-VL families): fewer pixels, fewer image tokens; `facellm serve` applies
+    # the adapter's budget too, so the model sees images at the resolution it was trained on
+    min_pixels: int | None = None
+    max_pixels: int | None = None
     seed: int = 0
     log_every: int = 10
     eval_every: int = 0  # steps between validation evaluations (0: only at the end)

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from facellm.errors import FacellmError
-from facellm.modeling import load_model, load_processor, model_family, read_adapter
+from facellm.modeling import load_model, load_processor, model_family, read_adapter, trained_pixel_budget
 
 
 def merge(model_dir: str | Path, adapter_dir: str | Path, out: str | Path, dtype: str = "float32") -> Path:
@@ -24,10 +24,14 @@ def merge(model_dir: str | Path, adapter_dir: str | Path, out: str | Path, dtype
         raise FacellmError(f"{adapter_dir}: a {config.get('peft_type')} adapter; merge handles LoRA adapters")
     model = PeftModel.from_pretrained(load_model(model_dir, dtype), str(adapter_dir)).merge_and_unload()
     model.save_pretrained(out, safe_serialization=True)
-    load_processor(model_dir).save_pretrained(out)
+    budget = trained_pixel_budget(adapter_dir)
+    processor = load_processor(model_dir, *budget)
+    processor.save_pretrained(out)
     for name in ("preprocessor_config.json", "video_preprocessor_config.json"):  # per-processor files vLLM reads
         if (Path(model_dir) / name).is_file():
             shutil.copy(Path(model_dir) / name, out / name)
+    if any(budget):  # the merged model carries the budget it was trained with, for every server
+        processor.image_processor.save_pretrained(out)
     try:
         GenerationConfig.from_pretrained(str(model_dir)).save_pretrained(out)
     except OSError:

@@ -89,7 +89,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
 
     # --- model, and what trains
     fam = model_family(cfg.model)
-    processor = load_processor(cfg.model)
+    processor = load_processor(cfg.model, cfg.min_pixels, cfg.max_pixels)
     model = apply_method(load_model(cfg.model, quantization=quantization_config(cfg)), cfg, fam)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

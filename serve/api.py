@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from facellm.constrained import SchemaError
 from facellm.images import ImageError, load_image
 from serve.engine import DEFAULT_MAX_TOKENS, EmbeddedEngine
 
@@ -50,6 +51,24 @@ class ChatMessage(BaseModel):
     content: str | list[Annotated[TextPart | ImagePart, Field(discriminator="type")]]
 
 
+class JsonSchemaFormat(BaseModel):
+    name: str = "response"
+    schema_: dict = Field(alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    def schema_or_none(self) -> dict | None:
+        if self.type == "json_schema":
+            if self.json_schema is None:
+                raise APIError(400, "response_format: type json_schema needs a json_schema object")
+            return self.json_schema.schema_
+        return {"type": "object"} if self.type == "json_object" else None
+
+
 class ChatRequest(BaseModel):
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
@@ -58,6 +77,7 @@ class ChatRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)  # None or 0: greedy, so answers are reproducible
     top_p: float | None = Field(None, gt=0, le=1)
     stream: bool = False
+    response_format: ResponseFormat | None = None  # JSON answers by constrained decoding, as vLLM does
 
 
 class APIError(Exception):
@@ -140,11 +160,18 @@ def create_app(engine: EmbeddedEngine, api_key: str | None = None) -> FastAPI:
             raise APIError(404, f"model {req.model!r} not found; available: {', '.join(engine.models())}",
                            code="model_not_found")
         messages, images = _to_record(req.messages)
+        if len(images) > engine.max_images:
+            raise APIError(400, f"{len(images)} images in one request; this server allows {engine.max_images} "
+                                "(facellm serve --max-images)", code="too_many_images")
         max_tokens = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
-        args = (req.model, messages, images, max_tokens, req.temperature or 0.0, req.top_p or 1.0)
-        if req.stream:
-            return StreamingResponse(_events(engine.stream(*args), req.model), media_type="text/event-stream")
-        text, prompt_tokens, completion_tokens = engine.complete(*args)
+        schema = req.response_format.schema_or_none() if req.response_format else None
+        args = (req.model, messages, images, max_tokens, req.temperature or 0.0, req.top_p or 1.0, schema)
+        try:
+            if req.stream:
+                return StreamingResponse(_events(engine.stream(*args), req.model), media_type="text/event-stream")
+            text, prompt_tokens, completion_tokens = engine.complete(*args)
+        except SchemaError as e:
+            raise APIError(400, f"response_format: {e}", code="invalid_schema") from None
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": req.model,
@@ -180,7 +207,7 @@ def _events(deltas: Iterator[str], model: str) -> Iterator[str]:
     yield "data: [DONE]\n\n"
 
 
-def _warn_if_exposed(host: str, api_key: str | None) -> None:
+def warn_if_exposed(host: str, api_key: str | None) -> None:
     if host in ("0.0.0.0", "::"):
         log.warning("binding %s makes the model reachable from the network%s", host,
                     "" if api_key else " without an API key")
@@ -188,14 +215,14 @@ def _warn_if_exposed(host: str, api_key: str | None) -> None:
 
 def serve_forever(engine: EmbeddedEngine, host: str = "127.0.0.1", port: int = 8000,
                   api_key: str | None = None) -> None:
-    _warn_if_exposed(host, api_key)
+    warn_if_exposed(host, api_key)
     uvicorn.run(create_app(engine, api_key), host=host, port=port)
 
 
 def start_in_thread(engine: EmbeddedEngine, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None,
                     timeout_s: float = 30.0) -> tuple[str, Callable[[], None]]:
     """Serve from a background thread; returns (base_url, stop) once /health answers. Port 0: a free port."""
-    _warn_if_exposed(host, api_key)
+    warn_if_exposed(host, api_key)
     sock = socket.create_server((host, port))  # bound here, so port 0's choice is known before uvicorn starts
     base_url = f"http://{host}:{sock.getsockname()[1]}"
     server = uvicorn.Server(uvicorn.Config(create_app(engine, api_key), log_level="warning"))

@@ -9,6 +9,7 @@ jobs alone, token by token.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import facellm  # noqa: F401  (patches torchvision before transformers is imported)
 import torch
+from facellm.constrained import for_model
 from facellm.errors import FacellmError
 from facellm.generation import GenerationRequest, generate, generation_kwargs, prepare_inputs
 from facellm.modeling import load_model, load_processor, read_adapter
@@ -44,14 +46,17 @@ class _Job:
     def batch_key(self) -> tuple:
         # generate() applies the first request's settings to the whole batch, so only equal ones mix
         r = self.request
-        return self.model, r.max_new_tokens, r.temperature, r.top_p
+        schema = json.dumps(r.json_schema, sort_keys=True) if r.json_schema else None
+        return self.model, r.max_new_tokens, r.temperature, r.top_p, schema
 
 
 class EmbeddedEngine:
-    """Serves ``model_dir`` as ``served_name`` (default: the directory's name) and each adapter as its key."""
+    """Serves ``model_dir`` as ``served_name`` (default: the directory's name) and each adapter as its key,
+    seeing images within the pixel budget (``facellm.modeling.serving_pixel_budget``)."""
 
     def __init__(self, model_dir: str | Path, adapters: dict[str, str | Path] | None = None,
-                 max_batch_size: int = 16, batch_wait_ms: float = 5, served_name: str | None = None):
+                 max_batch_size: int = 16, batch_wait_ms: float = 5, served_name: str | None = None,
+                 min_pixels: int | None = None, max_pixels: int | None = None, max_images: int = 4):
         adapters = dict(adapters or {})
         self.served_name = served_name or Path(model_dir).resolve().name
         if self.served_name in adapters:
@@ -60,7 +65,8 @@ class EmbeddedEngine:
             read_adapter(adapter_dir)  # a clear error before the slow model load
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_ms / 1000
-        self.processor = load_processor(model_dir)
+        self.max_images = max_images  # per request, checked by the API
+        self.processor = load_processor(model_dir, min_pixels, max_pixels)
         model = load_model(model_dir)
         if adapters:
             from peft import PeftModel
@@ -71,6 +77,7 @@ class EmbeddedEngine:
                 model.load_adapter(str(adapter_dir), adapter_name=name)
         self.model = model.eval()
         self.adapters = list(adapters)
+        self.constraint = for_model(model, self.processor)
 
         self._pending: deque[_Job] = deque()
         self._cond = threading.Condition()
@@ -82,12 +89,16 @@ class EmbeddedEngine:
         return [self.served_name, *self.adapters]
 
     def complete(self, name: str, messages: list[dict], images: list, max_tokens: int = DEFAULT_MAX_TOKENS,
-                 temperature: float = 0.0, top_p: float = 1.0) -> tuple[str, int, int]:
-        """(text, prompt_tokens, completion_tokens); blocks until the batch holding this request is done."""
-        return self._submit(name, messages, images, max_tokens, temperature, top_p).future.result()
+                 temperature: float = 0.0, top_p: float = 1.0, json_schema: dict | None = None) -> tuple[str, int, int]:
+        """(text, prompt_tokens, completion_tokens); blocks until the batch holding this request is done.
+
+        With ``json_schema`` the answer is JSON valid under it (constrained decoding), unless cut by max_tokens.
+        """
+        request = GenerationRequest(messages, images, max_tokens, temperature, top_p, json_schema)
+        return self._submit(name, request).future.result()
 
     def stream(self, name: str, messages: list[dict], images: list, max_tokens: int = DEFAULT_MAX_TOKENS,
-               temperature: float = 0.0, top_p: float = 1.0) -> Iterator[str]:
+               temperature: float = 0.0, top_p: float = 1.0, json_schema: dict | None = None) -> Iterator[str]:
         """Text deltas whose concatenation equals ``complete``'s text for the same request.
 
         The model name is checked now, so an unknown model raises before the first delta is asked for.
@@ -95,7 +106,8 @@ class EmbeddedEngine:
         from transformers import TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        job = self._submit(name, messages, images, max_tokens, temperature, top_p, streamer)
+        request = GenerationRequest(messages, images, max_tokens, temperature, top_p, json_schema)
+        job = self._submit(name, request, streamer)
 
         def deltas() -> Iterator[str]:
             yield from _stripped(streamer)
@@ -112,10 +124,12 @@ class EmbeddedEngine:
         for job in self._pending:
             self._fail(job, RuntimeError("engine closed"))
 
-    def _submit(self, name, messages, images, max_tokens, temperature, top_p, streamer=None) -> _Job:
+    def _submit(self, name: str, request: GenerationRequest, streamer=None) -> _Job:
         if name not in self.models():
             raise UnknownModelError(f"model {name!r} is not served here; available: {', '.join(self.models())}")
-        job = _Job(name, GenerationRequest(messages, images, max_tokens, temperature, top_p), streamer)
+        if request.json_schema is not None:
+            self.constraint.compile(request.json_schema)  # a bad schema fails its caller now, not the batch
+        job = _Job(name, request, streamer)
         with self._cond:
             if self._closed:
                 raise RuntimeError("engine closed")
@@ -156,7 +170,7 @@ class EmbeddedEngine:
                 if batch[0].streamer is not None:
                     results = [self._generate_streaming(batch[0])]
                 else:
-                    results = generate(self.model, self.processor, [job.request for job in batch])
+                    results = generate(self.model, self.processor, [job.request for job in batch], self.constraint)
         except Exception as e:
             if len(batch) > 1:  # rerun one by one, so a bad request fails alone, not its batch neighbours
                 for job in batch:
@@ -177,7 +191,8 @@ class EmbeddedEngine:
     @torch.inference_mode()
     def _generate_streaming(self, job: _Job) -> None:
         inputs = prepare_inputs(self.processor, [job.request]).to(self.model.device)
-        self.model.generate(**inputs, **generation_kwargs(job.request, self.processor), streamer=job.streamer)
+        self.model.generate(**inputs, **generation_kwargs([job.request], self.processor, self.constraint),
+                            streamer=job.streamer)
 
     @staticmethod
     def _fail(job: _Job, error: Exception) -> None:

@@ -16,6 +16,22 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def lora_adapter_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """A PEFT LoRA adapter on the language model's q/v projections, the kind vLLM serves."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from facellm.modeling import load_model
+
+    torch.manual_seed(0)
+    # init_lora_weights=False: random A and B, so the adapter really changes the answers
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    out = tmp_path_factory.mktemp("lora")
+    get_peft_model(load_model(tiny_model_dir), config).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def face_png(tmp_path_factory) -> Path:
     """A small drawn face (head, eyes, smile) saved as PNG."""
     from PIL import Image, ImageDraw

@@ -21,23 +21,9 @@ ADAPTER = "face-lora"
 
 
 @pytest.fixture(scope="module")
-def adapter_dir(tiny_model_dir, tmp_path_factory):
-    from peft import LoraConfig, get_peft_model
-
-    from facellm.modeling import load_model
-
-    torch.manual_seed(0)
-    # init_lora_weights=False: random A and B, so the adapter really changes the answers
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    out = tmp_path_factory.mktemp("lora")
-    get_peft_model(load_model(tiny_model_dir), config).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_model_dir, adapter_dir):
+def engine(tiny_model_dir, lora_adapter_dir):
     # a long batch window, so concurrent test requests reliably meet in one batch
-    engine = EmbeddedEngine(tiny_model_dir, {ADAPTER: adapter_dir}, batch_wait_ms=100)
+    engine = EmbeddedEngine(tiny_model_dir, {ADAPTER: lora_adapter_dir}, batch_wait_ms=100)
     yield engine
     engine.close()
 

@@ -137,3 +137,33 @@ def test_qlora_on_cpu_and_a_cutting_max_length_are_refused_before_training(tiny_
 def test_resume_without_a_checkpoint_says_what_to_do(tiny_model_dir, data, tmp_path):
     with pytest.raises(FacellmError, match="save_every"):
         train(TrainConfig.from_yaml(RECIPE, settings(tiny_model_dir, data, tmp_path / "r")), resume=True)
+
+
+def test_pixel_budget_is_the_same_in_training_merge_and_serving(tiny_model_dir, data, tmp_path):
+    from facellm.families import family
+    from facellm.modeling import pixel_kwargs, serving_pixel_budget
+    from finetune.merge import merge
+    from serve.engine import EmbeddedEngine
+
+    budget = 56 * 56  # 2x2 merged patches: 4 image tokens per face instead of 16 at 112x112
+    run = tmp_path / "run"
+    train(TrainConfig.from_yaml(RECIPE, settings(tiny_model_dir, data, run, max_steps=4, max_pixels=budget)))
+    preflight = json.loads((run / "log.jsonl").read_text().splitlines()[0])["preflight"]
+    assert preflight["image_tokens"] == {"112x112": 3}  # 4 image tokens replace the 1-token placeholder
+
+    assert serving_pixel_budget(tiny_model_dir, [run / "adapter"]) == (None, budget)
+    assert serving_pixel_budget(tiny_model_dir, [run / "adapter"], max_pixels=112 * 112) == (None, 112 * 112)
+    merged = merge(tiny_model_dir, run / "adapter", tmp_path / "merged")
+    assert json.loads((merged / "preprocessor_config.json").read_text())["size"]["longest_edge"] == budget
+
+    image = load_image(load_split(data, "test")[0]["images"][0], data)
+    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hair colour?"}]}]
+    prompt_tokens = {}
+    for name, pixels in {"full": None, "budget": budget}.items():
+        engine = EmbeddedEngine(tiny_model_dir, {}, max_pixels=pixels)
+        prompt_tokens[name] = engine.complete(engine.served_name, chat, [image], 2)[1]
+        engine.close()
+    assert prompt_tokens["full"] - prompt_tokens["budget"] == 12
+
+    with pytest.raises(FacellmError, match="fixed size"):
+        pixel_kwargs(family("llava"), max_pixels=budget)

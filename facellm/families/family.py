@@ -20,6 +20,9 @@ class Family:
     # Prefix-LM attention (PaliGemma): token_type_ids 0 mark the prompt, attended bidirectionally, 1 the
     # answer, attended causally. The processor marks a whole prompt 0; training marks from the first answer on 1.
     prefix_lm: bool = False
+    # Dynamic-resolution families take a pixel budget (``min_pixels``/``max_pixels`` processor kwargs,
+    # the same names vLLM's ``--mm-processor-kwargs`` forwards); the others resize to a fixed size.
+    pixel_budget: bool = False
 
     def lora_target_regex(self, projections: tuple[str, ...] = LM_PROJECTIONS) -> str:
         """PEFT ``target_modules`` regex: the language model's linear layers only."""

