@@ -27,6 +27,7 @@ from data_pipeline.export import atomic_write
 from data_pipeline.sources import SourceItem, read_source
 from data_pipeline.templates import TemplateOptions, pose_from_cues
 from facellm.errors import FacellmError
+from facellm.faces import CROP_MARGIN, crop_box
 from facellm.images import ImageError, load_image, load_image_bytes
 
 
@@ -41,7 +42,7 @@ class IngestConfig:
     max_faces: int = 1  # images with more faces: skipped, or one record set per face with multi_face="each"
     multi_face: str = "skip"  # skip | each
     min_blur: float = 0.0  # Laplacian variance of the face crop; 0 keeps all
-    crop_margin: float = 0.25  # added on every side, as a fraction of the face box
+    crop_margin: float = CROP_MARGIN  # added on every side, as a fraction of the face box
     val_size: float = 0.05  # where the source has no split of its own: fraction of images (or identities)
     test_size: float = 0.05
     seed: int = 0
@@ -73,17 +74,14 @@ class Ingest:
 
     def crop(self, item: SourceItem, image, face, n: int | None) -> dict:
         """Save the face's crop and landmarks; ``n`` numbers the faces of a several-face image."""
-        x0, y0, x1, y1 = face.box
-        m = self.cfg.crop_margin * max(x1 - x0, y1 - y0)
-        crop_box = tuple(int(round(v)) for v in (max(0, x0 - m), max(0, y0 - m),
-                                                 min(image.width, x1 + m), min(image.height, y1 + m)))
+        box = crop_box(face.box, image.width, image.height, self.cfg.crop_margin)
         stem = f"images/{self.cfg.source}/{_safe(item.key).replace('.', '_')}" + (f"_face{n}" if n is not None else "")
         tmp = self.cfg.out / f"{stem}.tmp.jpg"
-        image.crop(crop_box).save(tmp, format="JPEG", quality=95)
+        image.crop(box).save(tmp, format="JPEG", quality=95)
         os.replace(tmp, self.cfg.out / f"{stem}.jpg")
-        info = {"box": [round(v - o, 1) for v, o in zip(face.box, crop_box[:2] * 2)], "cues": face.cues}
+        info = {"box": [round(v - o, 1) for v, o in zip(face.box, box[:2] * 2)], "cues": face.cues}
         if face.landmarks is not None:
-            points = (face.landmarks - np.array([crop_box[0], crop_box[1], 0])).astype(np.float32)
+            points = (face.landmarks - np.array([box[0], box[1], 0])).astype(np.float32)
             with open(self.cfg.out / f"{stem}.landmarks.npy.tmp", "wb") as f:
                 np.save(f, points)
             os.replace(self.cfg.out / f"{stem}.landmarks.npy.tmp", self.cfg.out / f"{stem}.landmarks.npy")

@@ -74,8 +74,9 @@ def ask_endpoint(endpoint: str, model: str, records: list[dict], image_root: Pat
     """Each record's question, asked greedily through an OpenAI-compatible API, answers in order."""
     import openai
 
-    client = openai.OpenAI(base_url=endpoint.rstrip("/") + ("" if endpoint.rstrip("/").endswith("/v1") else "/v1"),
-                    api_key=api_key or "none", max_retries=3, timeout=120)
+    from facellm.client import openai_client
+
+    client = openai_client(endpoint, api_key)
 
     def ask(record: dict) -> str:
         messages = to_openai_messages(prompt_messages(record), record["images"], image_root)

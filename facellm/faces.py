@@ -39,6 +39,16 @@ HEAD_MODEL = np.array([(0, 0, 0), (0, 330, 65), (-225, -170, 135), (225, -170, 1
 HEAD_MODEL_POINTS = (NOSE_TIP, CHIN, *EYE_OUTER, *MOUTH_CORNERS)
 
 
+CROP_MARGIN = 0.25  # face crops add this fraction of the box's longer side on every side (data and inference)
+
+
+def crop_box(box: list[float], width: int, height: int, margin: float = CROP_MARGIN) -> tuple[int, int, int, int]:
+    """The face box grown by ``margin`` and clipped to the image: how every stage crops a face."""
+    x0, y0, x1, y1 = box
+    m = margin * max(x1 - x0, y1 - y0)
+    return tuple(int(round(v)) for v in (max(0, x0 - m), max(0, y0 - m), min(width, x1 + m), min(height, y1 + m)))
+
+
 @dataclass
 class Face:
     box: list[float]  # [x0, y0, x1, y1] in pixels

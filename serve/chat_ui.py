@@ -22,16 +22,11 @@ from pathlib import Path
 import gradio as gr
 import openai
 
+from facellm.client import openai_client
 from facellm.errors import FacellmError
 from facellm.images import ImageError, load_image, to_data_url
 
 log = logging.getLogger(__name__)
-
-
-def _api_base(endpoint: str) -> str:
-    """OpenAI clients want the URL that ends in /v1; accept the server's root URL too."""
-    endpoint = endpoint.rstrip("/")
-    return endpoint if endpoint.endswith("/v1") else f"{endpoint}/v1"
 
 
 def _image_part(path: str) -> dict:
@@ -74,7 +69,7 @@ def _error_message(e: openai.APIError) -> str:
 def build_ui(endpoint: str, api_key: str | None = None) -> gr.Blocks:
     """The chat UI for the API at ``endpoint`` (e.g. ``http://127.0.0.1:8000``); lists its models now."""
     # No retries: a failing API should show its error at once, not after back-off.
-    client = openai.OpenAI(base_url=_api_base(endpoint), api_key=api_key or "no-key", max_retries=0)
+    client = openai_client(endpoint, api_key, max_retries=0)
     try:
         models = [m.id for m in client.models.list()]
     except openai.APIError as e:

@@ -5,7 +5,6 @@ Fixtures are made from photos scikit-image ships (astronaut: NASA, public domain
 
 import json
 
-import numpy as np
 import pytest
 import skimage.data
 from PIL import Image, ImageOps
@@ -15,15 +14,9 @@ from facellm.errors import FacellmError
 from facellm.records import load_split
 from facellm.schema import normalize
 
-ASTRONAUT = Image.fromarray(skimage.data.astronaut())
+from bad_inputs import ASTRONAUT, CAT, bad_images, save, two_faces
+
 CAMERAMAN = Image.fromarray(skimage.data.camera()).convert("RGB")
-CAT = Image.fromarray(skimage.data.chelsea())
-
-
-def save(image, path, **kwargs):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, **kwargs)
-    return path
 
 
 def build(source, root, out, **kwargs):
@@ -126,36 +119,6 @@ def test_missing_layout_files_name_what_is_expected(tmp_path):
         ingest(IngestConfig(source="celeba", root=tmp_path, out=tmp_path / "o", val_size=200))
 
 
-def bad_images(root):
-    """The bad-input matrix, each as a file of the folder source; value: expected reject reason or None (a record)."""
-    cases = {}
-    good = save(ASTRONAUT, root / "good.jpg", quality=95).read_bytes()
-    (root / "corrupt.jpg").write_bytes(good[:200] + b"\x00" * 500 + good[700:]); cases["corrupt.jpg"] = "image:"
-    png = save(ASTRONAUT, root / "full.png").read_bytes()
-    (root / "truncated.png").write_bytes(png[: len(png) // 3]); cases["truncated.png"] = "image:"
-    (root / "empty.jpg").write_bytes(b""); cases["empty.jpg"] = "image:"
-    (root / "text.jpg").write_bytes(b"this is not an image"); cases["text.jpg"] = "image:"
-    save(ASTRONAUT.convert("CMYK"), root / "cmyk.jpg"); cases["cmyk.jpg"] = None
-    save(ASTRONAUT.convert("RGBA"), root / "alpha.png"); cases["alpha.png"] = None
-    save(ASTRONAUT.convert("P"), root / "palette.png"); cases["palette.png"] = None
-    sixteen = Image.fromarray((np.asarray(ASTRONAUT.convert("L"), dtype=np.uint16) * 257))
-    save(sixteen, root / "sixteen.png"); cases["sixteen.png"] = "no face found"  # PIL clips 16-bit to white
-    exif = Image.Exif()
-    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
-    save(ASTRONAUT.rotate(90, expand=True), root / "rotated.jpg", exif=exif); cases["rotated.jpg"] = None
-    frames = [ASTRONAUT, CAT]
-    frames[0].save(root / "animated.gif", save_all=True, append_images=frames[1:], duration=100)
-    cases["animated.gif"] = None  # first frame
-    Image.new("L", (12000, 9000)).save(root / "bomb.png"); cases["bomb.png"] = "image too large"
-    save(CAT, root / "cat.jpg"); cases["cat.jpg"] = "no face found"
-    save(Image.new("RGB", (8, 8), (200, 150, 120)), root / "tiny.png"); cases["tiny.png"] = "no face found"
-    pair = Image.new("RGB", (1024, 512))
-    pair.paste(ASTRONAUT, (0, 0))
-    pair.paste(ImageOps.mirror(ASTRONAUT), (512, 0))
-    save(pair, root / "two.jpg"); cases["two.jpg"] = "2 faces"
-    return cases
-
-
 def test_bad_input_matrix_ends_in_records_or_clear_rejects(tmp_path):
     root = tmp_path / "folder"
     root.mkdir()
@@ -185,10 +148,7 @@ def test_bad_input_matrix_ends_in_records_or_clear_rejects(tmp_path):
 
 def test_multi_face_each_keeps_every_face(tmp_path):
     root = tmp_path / "folder"
-    pair = Image.new("RGB", (1024, 512))
-    pair.paste(ASTRONAUT, (0, 0))
-    pair.paste(ImageOps.mirror(ASTRONAUT), (512, 0))
-    save(pair, root / "two.jpg")
+    save(two_faces(), root / "two.jpg")
     labels = tmp_path / "labels.csv"
     labels.write_text("file,glasses\ntwo.jpg,no\n")
     _, records, _ = build("folder", root, tmp_path / "out", labels=labels, multi_face="each", val_size=0, test_size=0)

@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
-import torch
 
 from facellm.images import load_image, to_data_url
 from serve.api import start_in_thread

@@ -7,7 +7,6 @@ One vLLM start (~30-60 s on 2 cores) serves the whole module.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 from facellm.images import load_image, to_data_url
 from facellm.schema import json_schema
 from serve.engine import EmbeddedEngine
+from serve.launch import free_port
 from serve.vllm_server import VLLMError, VLLMSettings, check_adapter, vllm_available, vllm_command, vllm_env
 
 if not vllm_available():
@@ -33,12 +33,6 @@ MAX_TOKENS = 12
 ATTRIBUTES = json_schema(("expression", "glasses", "hair_color"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _descendants(pid: int) -> set[int]:
     children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
     return {int(c) for c in children} | {d for c in children for d in _descendants(int(c))}
@@ -46,7 +40,7 @@ def _descendants(pid: int) -> set[int]:
 
 @pytest.fixture(scope="module")
 def vllm_url(tiny_model_dir, lora_adapter_dir, tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     tmp = tmp_path_factory.mktemp("vllm")
     env = {**os.environ, "FACELLM_API_KEY": API_KEY, "TMPDIR": str(tmp), "VLLM_CACHE_ROOT": str(tmp / "cache")}
     log = (tmp / "serve.log").open("wb")
@@ -150,6 +144,21 @@ def test_more_images_than_allowed_is_a_400(client, face):
                  + [{"type": "text", "text": "Compare."}]}]
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="base", messages=messages, max_tokens=4)
+
+
+def test_caption_per_face_through_vllm(vllm_url, tmp_path):
+    from bad_inputs import save, two_faces
+
+    save(two_faces(), tmp_path / "in" / "two.jpg")
+    out = tmp_path / "captions.jsonl"
+    result = subprocess.run([sys.executable, "-m", "facellm.cli", "caption", str(tmp_path / "in"), "--out", str(out),
+                             "--endpoint", vllm_url, "--model", ADAPTER, "--per-face", "--api-key", API_KEY],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["face"] for r in rows] == [0, 1]
+    for row in rows:
+        jsonschema.validate(row["attributes"], json_schema())
 
 
 # --- the command line facellm builds (no server needed)

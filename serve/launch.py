@@ -1,0 +1,66 @@
+"""A server for one job (captioning, the demo): the chosen engine on a free local port, stopped afterwards.
+
+Jobs talk to it over HTTP like to any other endpoint, so they run the same against a remote server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from facellm.modeling import serving_pixel_budget
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def choose_engine(engine: str, adapters: dict[str, str]) -> str:
+    """``auto``: vLLM where installed and able to serve the adapters as trained, else the embedded engine."""
+    from serve.vllm_server import VLLMError, check_adapter, vllm_available
+
+    if engine != "auto":
+        return engine
+    if not vllm_available():
+        return "transformers"
+    try:
+        for name, path in adapters.items():
+            check_adapter(name, path)
+    except VLLMError as e:
+        print(f"facellm: using the transformers engine: {e}", file=sys.stderr)
+        return "transformers"
+    return "vllm"
+
+
+@contextlib.contextmanager
+def local_server(model: str | Path, adapters: dict[str, str] | None = None, engine: str = "auto",
+                 served_name: str = "base", min_pixels: int | None = None, max_pixels: int | None = None,
+                 log_path: str | Path | None = None) -> Iterator[str]:
+    """Yields the base URL of ``model`` (served as ``served_name``) and its adapters on 127.0.0.1."""
+    adapters = dict(adapters or {})
+    min_pixels, max_pixels = serving_pixel_budget(model, adapters.values(), min_pixels, max_pixels)
+    if choose_engine(engine, adapters) == "vllm":
+        from serve.vllm_server import VLLMServer, VLLMSettings
+
+        settings = VLLMSettings(model=str(model), served_name=served_name, adapters=adapters, port=free_port(),
+                                min_pixels=min_pixels, max_pixels=max_pixels)
+        with VLLMServer(settings, log_path) as url:
+            yield url
+        return
+    from serve.api import start_in_thread
+    from serve.engine import EmbeddedEngine
+
+    embedded = EmbeddedEngine(model, adapters, served_name=served_name, min_pixels=min_pixels, max_pixels=max_pixels)
+    try:
+        url, stop = start_in_thread(embedded, "127.0.0.1", 0)
+        try:
+            yield url
+        finally:
+            stop()
+    finally:
+        embedded.close()

@@ -1,0 +1,52 @@
+"""The bad-input matrix as files, shared by every entry point's tests (data build, captioning, ...).
+
+Made from photos scikit-image ships (astronaut: NASA, public domain; a cat).
+"""
+
+import numpy as np
+import skimage.data
+from PIL import Image, ImageOps
+
+ASTRONAUT = Image.fromarray(skimage.data.astronaut())
+CAT = Image.fromarray(skimage.data.chelsea())
+
+
+def save(image, path, **kwargs):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **kwargs)
+    return path
+
+
+def two_faces() -> Image.Image:
+    pair = Image.new("RGB", (1024, 512))
+    pair.paste(ASTRONAUT, (0, 0))
+    pair.paste(ImageOps.mirror(ASTRONAUT), (512, 0))
+    return pair
+
+
+def bad_images(root):
+    """The bad-input matrix as files in ``root``; value: the data pipeline's expected reject reason, or None
+    (a record). Decode failures start with "image:", the two-face image is refused by one-face filters."""
+    cases = {}
+    good = save(ASTRONAUT, root / "good.jpg", quality=95).read_bytes()
+    (root / "corrupt.jpg").write_bytes(good[:200] + b"\x00" * 500 + good[700:]); cases["corrupt.jpg"] = "image:"
+    png = save(ASTRONAUT, root / "full.png").read_bytes()
+    (root / "truncated.png").write_bytes(png[: len(png) // 3]); cases["truncated.png"] = "image:"
+    (root / "empty.jpg").write_bytes(b""); cases["empty.jpg"] = "image:"
+    (root / "text.jpg").write_bytes(b"this is not an image"); cases["text.jpg"] = "image:"
+    save(ASTRONAUT.convert("CMYK"), root / "cmyk.jpg"); cases["cmyk.jpg"] = None
+    save(ASTRONAUT.convert("RGBA"), root / "alpha.png"); cases["alpha.png"] = None
+    save(ASTRONAUT.convert("P"), root / "palette.png"); cases["palette.png"] = None
+    sixteen = Image.fromarray((np.asarray(ASTRONAUT.convert("L"), dtype=np.uint16) * 257))
+    save(sixteen, root / "sixteen.png"); cases["sixteen.png"] = "no face found"  # PIL clips 16-bit to white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    save(ASTRONAUT.rotate(90, expand=True), root / "rotated.jpg", exif=exif); cases["rotated.jpg"] = None
+    frames = [ASTRONAUT, CAT]
+    frames[0].save(root / "animated.gif", save_all=True, append_images=frames[1:], duration=100)
+    cases["animated.gif"] = None  # first frame
+    Image.new("L", (12000, 9000)).save(root / "bomb.png"); cases["bomb.png"] = "image too large"
+    save(CAT, root / "cat.jpg"); cases["cat.jpg"] = "no face found"
+    save(Image.new("RGB", (8, 8), (200, 150, 120)), root / "tiny.png"); cases["tiny.png"] = "no face found"
+    save(two_faces(), root / "two.jpg"); cases["two.jpg"] = "2 faces"
+    return cases
