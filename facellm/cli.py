@@ -308,14 +308,17 @@ def _formats(value: str) -> list[str]:
 def cmd_chat(args) -> None:
     from serve.chat_ui import launch_ui
 
-    launch_ui(args.endpoint, host=args.host, port=args.port, api_key=args.api_key)
+    from serve.caption import collect_images
+
+    examples = [str(p) for p in collect_images(args.examples)][:8] if args.examples else None
+    launch_ui(args.endpoint, host=args.host, port=args.port, api_key=args.api_key, examples=examples)
 
 
 def cmd_demo(args) -> None:
     from facellm.demo import run_demo
 
     run_demo(Path(args.out) if args.out else None, steps=args.steps, n_images=args.n, ui=not args.no_ui,
-             port=args.port, ui_port=args.ui_port, seed=args.seed)
+             port=args.port, ui_port=args.ui_port, seed=args.seed, engine=args.engine)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -508,15 +511,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_api_key_arg(p, "bearer key the API expects")
     p.set_defaults(func=cmd_caption)
 
-    p = sub.add_parser("chat", help="Gradio chat UI, a client of the HTTP API")
+    p = sub.add_parser("chat", help="Gradio face chat (faces boxed, pick one, attribute table), a client of the API")
     p.add_argument("--endpoint", required=True, help="API base URL, e.g. http://127.0.0.1:8000/v1")
     _add_bind_args(p, 7860)
     _add_api_key_arg(p, "bearer key the API expects")
+    p.add_argument("--examples", nargs="+", metavar="IMAGES", help="photos offered as examples (files, folders, globs)")
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("demo", help="the whole loop offline, in one command",
-                       description="Synthetic faces -> tiny Qwen2-VL -> eval base -> LoRA fine-tune -> eval tuned -> "
-                                   "before/after table -> API server + chat UI.")
+                       description="Synthetic faces -> tiny Qwen2-VL -> eval base -> LoRA fine-tune -> merge -> "
+                                   "serve the tuned model (vLLM where installed) -> eval tuned -> before/after "
+                                   "table -> chat UI.")
     p.add_argument("--out", type=_output_dir, help="fresh output folder (default: runs/demo-<time>)")
     p.add_argument("--n", type=int, default=6400, help="synthetic images; validation and test get 1/20 each, at most 200")
     p.add_argument("--steps", type=int, help="training steps (default: the tiny-synthetic recipe's)")
@@ -524,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ui", action="store_true", help="stop after the report")
     p.add_argument("--port", type=int, default=8000, help="API port")
     p.add_argument("--ui-port", type=int, default=7860, help="chat UI port")
+    p.add_argument("--engine", choices=("auto", "vllm", "transformers"), default="auto",
+                   help="engine serving the tuned model (auto: vLLM where installed)")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -1,8 +1,10 @@
 """``facellm demo``: the whole loop offline, in one command, in a fresh folder.
 
-synthetic faces -> tiny Qwen2-VL -> eval base (over HTTP) -> LoRA fine-tune ->
-eval tuned (over HTTP) -> before/after table -> API server + chat UI.
-The steps hand over through files and the HTTP API, as the real stages do.
+synthetic faces -> tiny Qwen2-VL -> eval base (over HTTP) -> LoRA fine-tune -> merge ->
+eval tuned (over HTTP, served by vLLM where installed) -> before/after table -> API server + chat UI.
+The steps hand over through files and the HTTP API, as the real stages do. The tiny recipe trains
+the vision tower and embeddings too, which vLLM's LoRA support does not apply, so the adapter is
+merged into a full model first (``facellm merge``), as one would before serving it with vLLM.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from facellm.errors import FacellmError
 
 RECIPE = Path(__file__).resolve().parent.parent / "finetune" / "configs" / "tiny-synthetic.yaml"
-ADAPTER_NAME = "face"
+TUNED_NAME = "face"
 
 
 def _step(title: str, t0: float) -> None:
@@ -23,22 +25,24 @@ def _step(title: str, t0: float) -> None:
 
 
 def run_demo(out: Path | None, steps: int | None = None, n_images: int = 6400, ui: bool = True,
-             port: int = 8000, ui_port: int = 7860, seed: int = 0) -> dict:
+             port: int = 8000, ui_port: int = 7860, seed: int = 0, engine: str = "auto") -> dict:
     from data_pipeline.build import BuildConfig, build_synthetic
     from data_pipeline.templates import ATTRIBUTES_ONLY
-    from facellm.evaluation import ask_endpoint, markdown_table, question_records, score, write_report
+    from facellm.evaluation import ask_endpoint, question_records, score
     from facellm.families import family
     from facellm.records import load_split
     from finetune.config import TrainConfig
+    from finetune.merge import merge
     from finetune.train import train
     from serve.api import start_in_thread
     from serve.engine import EmbeddedEngine
+    from serve.launch import choose_engine, local_server
 
     out = out or Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     if out.exists() and any(out.iterdir()):
         raise FacellmError(f"{out}: not empty; the demo needs a fresh folder (pass another --out)")
     t0 = time.perf_counter()
-    data, model_dir, run_dir = out / "data", out / "tiny-qwen2-vl", out / "train"
+    data, model_dir, run_dir, tuned_dir = out / "data", out / "tiny-qwen2-vl", out / "train", out / "tuned"
 
     _step(f"synthetic faces and template QA -> {data}", t0)
     held_out = min(200, max(1, n_images // 20))  # images in each of validation and test
@@ -52,16 +56,14 @@ def run_demo(out: Path | None, steps: int | None = None, n_images: int = 6400, u
 
     test = question_records(load_split(data, "test"))
 
-    def evaluate(engine: EmbeddedEngine, model_name: str) -> dict:
-        base_url, stop = start_in_thread(engine, "127.0.0.1", 0)
-        try:
-            return score(test, ask_endpoint(base_url, model_name, test, data, desc=f"eval {model_name}"))
-        finally:
-            stop()
+    def evaluate(base_url: str, model_name: str) -> dict:
+        return score(test, ask_endpoint(base_url, model_name, test, data, desc=f"eval {model_name}"))
 
-    _step("evaluate the base model through the OpenAI-compatible API", t0)
+    _step("evaluate the base model through the OpenAI-compatible API (embedded transformers engine)", t0)
     base_engine = EmbeddedEngine(str(model_dir), {}, served_name="base")
-    results = {"base": evaluate(base_engine, "base")}
+    base_url, stop = start_in_thread(base_engine, "127.0.0.1", 0)
+    results = {"base": evaluate(base_url, "base")}
+    stop()
     base_engine.close()  # an idle engine thread measurably slows the training that follows
 
     _step(f"LoRA fine-tune ({RECIPE.name}) -> {run_dir}", t0)
@@ -69,31 +71,39 @@ def run_demo(out: Path | None, steps: int | None = None, n_images: int = 6400, u
     overrides += [f"max_steps={steps}"] if steps else []
     train(TrainConfig.from_yaml(RECIPE, overrides))
 
-    _step("evaluate the tuned model (base + adapter) through the API", t0)
-    engine = EmbeddedEngine(str(model_dir), {ADAPTER_NAME: str(run_dir / "adapter")}, served_name="base")
-    results["tuned"] = evaluate(engine, ADAPTER_NAME)
+    _step(f"merge the adapter into a full model -> {tuned_dir}", t0)
+    merge(model_dir, run_dir / "adapter", tuned_dir)
+
+    engine = choose_engine(engine, {})
+    _step(f"serve the tuned model ({engine} engine) and evaluate it through the API", t0)
+    with local_server(tuned_dir, {}, engine, served_name=TUNED_NAME, port=port if ui else 0,
+                      log_path=out / "server.log") as base_url:
+        results["tuned"] = evaluate(base_url, TUNED_NAME)
+        _report(results, out, run_dir, test, t0)
+        summary = {"elapsed_s": time.perf_counter() - t0, "base": results["base"]["mean_accuracy"],
+                   "tuned": results["tuned"]["mean_accuracy"], "engine": engine, "out": str(out)}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        if ui:
+            examples = sorted({str(data / r["images"][0]) for r in test})[:4]
+            _chat_ui(base_url, ui_port, engine, examples)
+    return summary
+
+
+def _report(results: dict, out: Path, run_dir: Path, test: list[dict], t0: float) -> None:
+    from facellm.evaluation import markdown_table, write_report
+
     report = write_report(results, out / "eval", "facellm demo: tiny Qwen2-VL on synthetic faces, held-out test split")
     elapsed = time.perf_counter() - t0
     print(f"\nHeld-out test accuracy ({len(test)} questions on {len(test) // 5} unseen images):\n")
     print(markdown_table(results))
     print(f"\nreport: {report}   training curves: {run_dir / 'curves.png'}   elapsed: {elapsed:.0f} s")
-    summary = {"elapsed_s": elapsed, "base": results["base"]["mean_accuracy"], "tuned": results["tuned"]["mean_accuracy"],
-               "out": str(out)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    if ui:
-        _serve_with_ui(engine, port, ui_port)
-    return summary
 
 
-def _serve_with_ui(engine, port: int, ui_port: int) -> None:
-    from serve.api import start_in_thread
-    from serve.chat_ui import build_ui
+def _chat_ui(base_url: str, ui_port: int, engine: str, examples: list[str]) -> None:
+    from serve.chat_ui import MAX_UPLOAD, build_ui
 
-    base_url, stop = start_in_thread(engine, "127.0.0.1", port)
-    demo = build_ui(base_url)
-    print(f"\nAPI:     {base_url}/v1  (models: base, {ADAPTER_NAME})\nchat UI: http://127.0.0.1:{ui_port}\n"
+    demo = build_ui(base_url, examples=examples)
+    print(f"\nAPI:     {base_url}/v1  (model: {TUNED_NAME}, {engine} engine)\nchat UI: http://127.0.0.1:{ui_port}\n"
           "Ctrl-C stops both.", flush=True)
-    try:
-        demo.launch(server_name="127.0.0.1", server_port=ui_port, prevent_thread_lock=False, quiet=True)
-    finally:
-        stop()
+    demo.launch(server_name="127.0.0.1", server_port=ui_port, prevent_thread_lock=False, quiet=True,
+                max_file_size=MAX_UPLOAD)

@@ -40,14 +40,15 @@ def choose_engine(engine: str, adapters: dict[str, str]) -> str:
 @contextlib.contextmanager
 def local_server(model: str | Path, adapters: dict[str, str] | None = None, engine: str = "auto",
                  served_name: str = "base", min_pixels: int | None = None, max_pixels: int | None = None,
-                 log_path: str | Path | None = None) -> Iterator[str]:
-    """Yields the base URL of ``model`` (served as ``served_name``) and its adapters on 127.0.0.1."""
+                 port: int = 0, log_path: str | Path | None = None) -> Iterator[str]:
+    """Yields the base URL of ``model`` (served as ``served_name``) and its adapters on 127.0.0.1
+    (``port`` 0: a free one). ``log_path``: vLLM's output."""
     adapters = dict(adapters or {})
     min_pixels, max_pixels = serving_pixel_budget(model, adapters.values(), min_pixels, max_pixels)
     if choose_engine(engine, adapters) == "vllm":
         from serve.vllm_server import VLLMServer, VLLMSettings
 
-        settings = VLLMSettings(model=str(model), served_name=served_name, adapters=adapters, port=free_port(),
+        settings = VLLMSettings(model=str(model), served_name=served_name, adapters=adapters, port=port or free_port(),
                                 min_pixels=min_pixels, max_pixels=max_pixels)
         with VLLMServer(settings, log_path) as url:
             yield url
@@ -57,7 +58,7 @@ def local_server(model: str | Path, adapters: dict[str, str] | None = None, engi
 
     embedded = EmbeddedEngine(model, adapters, served_name=served_name, min_pixels=min_pixels, max_pixels=max_pixels)
     try:
-        url, stop = start_in_thread(embedded, "127.0.0.1", 0)
+        url, stop = start_in_thread(embedded, "127.0.0.1", port)
         try:
             yield url
         finally:

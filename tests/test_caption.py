@@ -9,10 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jsonschema
 import pandas as pd
 import pytest
+import skimage.data
+from PIL import Image
 
 from bad_inputs import ASTRONAUT, bad_images, save, two_faces
 from facellm.schema import json_schema
@@ -89,29 +92,48 @@ def test_per_face_lines_carry_boxes_and_faceless_images_a_reason(endpoint, tmp_p
     assert [r["error"] for r in rows if r["image"].endswith("no-face.jpg")] == ["no face found"]
 
 
-def test_killed_run_resumes_with_every_image_exactly_once(endpoint, tmp_path):
-    for i in range(120):
-        save(ASTRONAUT.resize((48 + i % 16, 48)), tmp_path / "many" / f"{i:03d}.png")
+def test_200_images_killed_halfway_resume_with_no_duplicate_and_no_gap(endpoint, tmp_path):
+    from data_pipeline.synthetic import generate
+
+    root = tmp_path / "many"
+    for i in range(180):  # synthetic faces
+        save(generate(i, 3, 112)[0], root / "synthetic" / f"{i:03d}.png")
+    photos = {"astronaut": ASTRONAUT, "cameraman": Image.fromarray(skimage.data.camera()).convert("RGB"),
+              "pair": two_faces()}
+    for i in range(20):  # packaged photos at several sizes
+        name = list(photos)[i % 3]
+        save(photos[name].resize((96 + 8 * i, 96 + 8 * i)), root / "photos" / f"{name}-{i}.jpg")
+    bad = {"empty.jpg": b"", "text.png": b"no image here", "truncated.jpg": b"\xff\xd8\xff\xe0\x00\x10JFIF"}
+    for name, raw in bad.items():
+        (root / "bad" / name).parent.mkdir(exist_ok=True)
+        (root / "bad" / name).write_bytes(raw)
+    total = 180 + 20 + len(bad)
+
     out = tmp_path / "resume.jsonl"
-    cmd = [sys.executable, "-m", "facellm.cli", "caption", str(tmp_path / "many"), "--out", str(out),
-           "--endpoint", endpoint, "--model", "base", "--concurrency", "1"]
+    cmd = [sys.executable, "-m", "facellm.cli", "caption", str(root), "--out", str(out),
+           "--endpoint", endpoint, "--model", "base", "--concurrency", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while (not out.exists() or out.read_text().count("\n") < 10) and proc.poll() is None \
+    deadline = time.monotonic() + 300
+    while (not out.exists() or out.read_text().count("\n") < total // 2) and proc.poll() is None \
             and time.monotonic() < deadline:
         time.sleep(0.01)  # a condition, not a timing bet
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
     with out.open("a") as f:
         f.write('{"image": "/torn/line"')  # as if killed mid-write
-    assert 10 <= len(out.read_text().splitlines()) < 120
+    assert total // 2 <= len(out.read_text().splitlines()) < total
 
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = lines(out)
-    assert sorted(r["image"].split("/")[-1] for r in rows) == [f"{i:03d}.png" for i in range(120)]
-    assert all("attributes" in r for r in rows)
-    assert json.loads(result.stdout.splitlines()[-1])["skipped"] >= 10
+    names = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert sorted(str(Path(r["image"]).relative_to(root)) for r in rows) == names  # no duplicate, no gap
+    for row in rows:
+        if Path(row["image"]).name in bad:
+            assert row["error"].startswith("image:") and Path(row["image"]).name in row["error"]
+        else:
+            jsonschema.validate(row["attributes"], SCHEMA)
+    assert json.loads(result.stdout.splitlines()[-1])["skipped"] >= total // 2
 
 
 def test_answers_cut_by_max_tokens_fail_with_the_reason_and_retry(endpoint, tmp_path):

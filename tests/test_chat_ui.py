@@ -1,14 +1,22 @@
-"""The Gradio chat UI against the real HTTP API, called the way scripts call it: with gradio_client."""
+"""The Gradio face chat against the real HTTP API, called the way scripts call it: with gradio_client.
+
+Each answer is checked against the same request sent straight to the API (greedy: same conversation,
+same answer), so the tests show what the UI sent: which crop, which history, which schema."""
+
+import json
 
 import openai
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+from bad_inputs import CAT, save, two_faces
 from facellm.errors import FacellmError
+from facellm.faces import crop_box
 from facellm.images import load_image, to_data_url
+from facellm.schema import json_schema
 from serve.api import start_in_thread
-from serve.chat_ui import _openai_message, build_ui
+from serve.chat_ui import build_ui, face_boxes
 from serve.engine import EmbeddedEngine
 
 MAX_TOKENS = 16  # short greedy answers: fast and reproducible
@@ -24,6 +32,12 @@ def api_url(tiny_model_dir):
 
 
 @pytest.fixture(scope="module")
+def api(api_url):
+    client = openai.OpenAI(base_url=f"{api_url}/v1", api_key="unused", max_retries=0)
+    return client, client.models.list().data[0].id
+
+
+@pytest.fixture(scope="module")
 def ui_url(api_url):
     demo = build_ui(api_url)
     _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
@@ -31,53 +45,83 @@ def ui_url(api_url):
     demo.close()
 
 
-def test_chat_endpoint_answers_about_an_image(ui_url, face_png):
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    return save(two_faces(), tmp_path_factory.mktemp("photos") / "pair.jpg")
+
+
+def face_crop_url(path, number):
+    image = load_image(path)
+    return to_data_url(image.crop(crop_box(face_boxes(str(path))[number - 1], image.width, image.height)))
+
+
+def last_answer(chat):
+    return chat[-1]["content"][0]["text"]
+
+
+def test_faces_are_found_numbered_left_to_right_and_offered(ui_url, pair, tmp_path):
     client = Client(ui_url, verbose=False)
-    reply = client.predict(message={"text": "Describe the face.", "files": [handle_file(str(face_png))]},
-                           max_tokens=MAX_TOKENS, api_name="/chat")
-    assert isinstance(reply, str) and reply.strip()
+    annotated, choices, _ = client.predict(handle_file(str(pair)), api_name="/faces")
+    assert [a["label"] for a in annotated["annotations"]] == ["face 1", "face 2"]
+    assert [c[0] for c in choices["choices"]] == ["whole image", "face 1", "face 2"]
+    assert "2 faces found" in choices["label"]
+    boxes = face_boxes(str(pair))
+    assert boxes[0][0] < 512 <= boxes[1][0]  # face 1 on the left half, face 2 on the right
+    cat = save(CAT, tmp_path / "cat.jpg")
+    _, choices, _ = client.predict(handle_file(str(cat)), api_name="/faces")
+    assert [c[0] for c in choices["choices"]] == ["whole image"] and "0 faces found" in choices["label"]
 
 
-def test_follow_up_turn_resends_the_earlier_image(ui_url, api_url, face_png):
+def test_a_question_about_face_2_sends_its_crop_and_the_follow_up_resends_it(ui_url, api, pair):
     client = Client(ui_url, verbose=False)  # one Client, one session: the UI keeps the history
-    first = client.predict(message={"text": "Describe the face.", "files": [handle_file(str(face_png))]},
-                           max_tokens=MAX_TOKENS, api_name="/chat")
-    second = client.predict(message={"text": "Is the person wearing glasses?", "files": []},
-                            max_tokens=MAX_TOKENS, api_name="/chat")
+    first = last_answer(client.predict("Describe the face.", handle_file(str(pair)), "face 2", max_tokens=MAX_TOKENS,
+                                       api_name="/chat")[0])
+    chat = client.predict("Is the person wearing glasses?", handle_file(str(pair)), "face 2", max_tokens=MAX_TOKENS,
+                          api_name="/chat")[0]
+    assert [m["role"] for m in chat] == ["user", "user", "assistant", "user", "assistant"]  # photo, q, a, q, a
+    assert chat[1]["content"][0]["text"] == "(face 2) Describe the face."
 
-    api = openai.OpenAI(base_url=f"{api_url}/v1", api_key="unused", max_retries=0)
-    model = api.models.list().data[0].id
-    image = {"type": "image_url", "image_url": {"url": to_data_url(load_image(face_png))}}
-    conversation = [{"role": "user", "content": [image, {"type": "text", "text": "Describe the face."}]},
-                    {"role": "assistant", "content": first},
-                    {"role": "user", "content": [{"type": "text", "text": "Is the person wearing glasses?"}]}]
-    expected = api.chat.completions.create(model=model, messages=conversation, max_tokens=MAX_TOKENS)
-    assert second == expected.choices[0].message.content  # greedy: same conversation, same answer
+    openai_client, model = api
+    crop = {"type": "image_url", "image_url": {"url": face_crop_url(pair, 2)}}
+    conversation = [{"role": "user", "content": [crop, {"type": "text", "text": "Describe the face."}]}]
+    expected = openai_client.chat.completions.create(model=model, messages=conversation, max_tokens=MAX_TOKENS,
+                                                     temperature=0).choices[0].message.content
+    assert first == expected
+    conversation += [{"role": "assistant", "content": first},
+                     {"role": "user", "content": [{"type": "text", "text": "Is the person wearing glasses?"}]}]
+    expected = openai_client.chat.completions.create(model=model, messages=conversation, max_tokens=MAX_TOKENS,
+                                                     temperature=0).choices[0].message.content
+    assert last_answer(chat) == expected
 
 
-def test_non_image_upload_is_a_clear_error(ui_url, tmp_path):
+def test_attributes_button_returns_the_schema_record_of_the_chosen_face(ui_url, api, pair):
+    table = Client(ui_url, verbose=False).predict(handle_file(str(pair)), "face 1", api_name="/attributes")
+    schema = json_schema()
+    assert [row[0] for row in table["data"]] == list(schema["properties"])
+    shown = {row[0]: row[1] for row in table["data"]}
+
+    openai_client, model = api
+    reply = openai_client.chat.completions.create(
+        model=model, max_tokens=256, temperature=0,
+        messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": face_crop_url(pair, 1)}},
+            {"type": "text", "text": "Describe this person's face. Answer with the JSON attribute record."}]}],
+        response_format={"type": "json_schema", "json_schema": {"name": "face", "schema": schema}})
+    assert shown == json.loads(reply.choices[0].message.content)
+    for name, value in shown.items():
+        assert value in schema["properties"][name]["enum"]
+
+
+def test_bad_uploads_are_clear_errors_naming_the_file(ui_url, tmp_path):
     client = Client(ui_url, verbose=False)
-    notes = tmp_path / "notes.txt"
-    notes.write_text("this is not a photo")
-    # Gradio itself refuses file types other than images (file_types=["image"])
-    with pytest.raises(AppError, match=r"Please upload a file that is one of these formats: \['image'\]"):
-        client.predict(message={"text": "Describe the face.", "files": [handle_file(str(notes))]}, api_name="/chat")
-    # a file that only looks like an image gets our message, naming the upload
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not really a jpeg")
-    with pytest.raises(AppError, match="Upload 'broken.jpg' is not a usable image"):
-        client.predict(message={"text": "Describe the face.", "files": [handle_file(str(broken))]}, api_name="/chat")
-
-
-def test_history_resends_earlier_images(face_png):
-    # both shapes Gradio hands history over in: normalised parts (UI) and strings/{"path"} (API endpoint)
-    for content in ([{"type": "file", "file": {"path": str(face_png)}}, {"type": "text", "text": "Describe."}],
-                    [{"path": str(face_png)}, "Describe."]):
-        parts = _openai_message("user", content)["content"]
-        assert [p["type"] for p in parts] == ["image_url", "text"]
-        assert parts[0]["image_url"]["url"].startswith("data:image/png;base64,")
-    assert _openai_message("assistant", [{"type": "text", "text": "A smile."}]) == \
-        {"role": "assistant", "content": "A smile."}
+    for api_name, args in {"/faces": (handle_file(str(broken)),),
+                           "/chat": ("Describe the face.", handle_file(str(broken)), "whole image")}.items():
+        with pytest.raises(AppError, match="Upload 'broken.jpg' is not a usable image"):
+            client.predict(*args, api_name=api_name)
+    with pytest.raises(AppError, match="There is no face 3"):
+        client.predict("Hi", handle_file(str(save(two_faces(), tmp_path / "p.jpg"))), "face 3", api_name="/chat")
 
 
 def test_unreachable_api_is_a_clear_error():

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+from serve.vllm_server import vllm_available
+
 
 def test_demo_runs_the_whole_loop(tmp_path):
     out = tmp_path / "demo"
@@ -21,3 +23,8 @@ def test_demo_runs_the_whole_loop(tmp_path):
     assert "| **mean** |" in result.stdout and "chance" in result.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert 0 <= summary["base"] <= 1 and 0 <= summary["tuned"] <= 1
+    assert (out / "tuned" / "model.safetensors").is_file()  # merged, so vLLM serves what was trained
+    # where vLLM is installed (here: always, scripts/install.sh), the tuned model is served by it
+    assert summary["engine"] == ("vllm" if vllm_available() else "transformers")
+    if summary["engine"] == "vllm":
+        assert "Application startup complete" in (out / "server.log").read_text()

@@ -8,10 +8,12 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import jsonschema
 import openai
 import pytest
 
 from facellm.images import load_image, to_data_url
+from facellm.schema import json_schema
 from serve.api import start_in_thread
 from serve.engine import EmbeddedEngine
 
@@ -45,8 +47,9 @@ def face_url(face_png):
 
 
 def ask(client, model, image_url, question="Describe the face.", **kwargs):
+    kwargs = {"max_tokens": MAX_TOKENS, **kwargs}
     return client.chat.completions.create(
-        model=model, max_tokens=MAX_TOKENS, temperature=0,
+        model=model, temperature=0,
         messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": image_url}},
                                                {"type": "text", "text": question}]}],
         **kwargs)
@@ -158,3 +161,38 @@ def test_api_key_is_required_on_every_v1_route(engine, face_url):
         assert ask(keyed, engine.served_name, face_url).choices[0].message.content
     finally:
         stop()
+
+
+ATTRIBUTES = json_schema(("expression", "glasses", "hair_color"))
+
+
+def test_json_schema_output_parses_validates_and_batches_apart(client, engine, face_url):
+    response_format = {"type": "json_schema", "json_schema": {"name": "attributes", "schema": ATTRIBUTES}}
+
+    def constrained():
+        reply = ask(client, ADAPTER, face_url, "Attributes as JSON.", response_format=response_format, max_tokens=200)
+        return json.loads(reply.choices[0].message.content)
+
+    record = constrained()
+    jsonschema.validate(record, ATTRIBUTES)
+    # concurrent constrained and free requests: each kind gets its own batch, answers unchanged
+    free = ask(client, ADAPTER, face_url).choices[0].message.content
+    with ThreadPoolExecutor(6) as pool:
+        mixed = [pool.submit(constrained if i % 2 else (lambda: ask(client, ADAPTER, face_url).choices[0]
+                                                        .message.content)) for i in range(6)]
+        results = [f.result() for f in mixed]
+    assert results == [free, record] * 3
+    as_object = ask(client, ADAPTER, face_url, response_format={"type": "json_object"}, max_tokens=64)
+    assert as_object.choices[0].finish_reason == "length" or isinstance(
+        json.loads(as_object.choices[0].message.content), dict)
+
+
+def test_unusable_schema_and_too_many_images_are_400(client, engine, face_url):
+    bad_schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "no-such-type"}}}
+    with pytest.raises(openai.BadRequestError, match="response_format"):
+        ask(client, ADAPTER, face_url, response_format=bad_schema)
+    messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": face_url}}] * 5
+                 + [{"type": "text", "text": "Compare."}]}]
+    with pytest.raises(openai.BadRequestError, match="5 images in one request; this server allows 4") as error:
+        client.chat.completions.create(model=ADAPTER, messages=messages, max_tokens=4)
+    assert error.value.body["code"] == "too_many_images"

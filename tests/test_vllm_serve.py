@@ -39,14 +39,40 @@ def _descendants(pid: int) -> set[int]:
 
 
 @pytest.fixture(scope="module")
-def vllm_url(tiny_model_dir, lora_adapter_dir, tmp_path_factory):
+def data(tmp_path_factory):
+    from data_pipeline.build import BuildConfig, build_synthetic
+    from data_pipeline.templates import ATTRIBUTES_ONLY
+
+    out = tmp_path_factory.mktemp("faces")
+    build_synthetic(BuildConfig(out=out, n=240, val_size=8, test_size=12, seed=5, templates=ATTRIBUTES_ONLY))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained_adapter(tiny_model_dir, data, tmp_path_factory):
+    """`facellm train`: LoRA on the language model only (what vLLM applies), nothing else trained."""
+    out = tmp_path_factory.mktemp("train")
+    settings = {"model": tiny_model_dir, "data": data, "output": out, "max_steps": 60, "batch_size": 8,
+                "train_vision_tower": "false", "train_projector": "false", "train_embeddings": "false",
+                "lora.r": 8, "lora.alpha": 16, "eval_samples": 0, "threads": 2}
+    cmd = [sys.executable, "-m", "facellm.cli", "train", "finetune/configs/tiny-synthetic.yaml"]
+    for key, value in settings.items():
+        cmd += ["--set", f"{key}={value}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_adapter(ADAPTER, out / "adapter")  # servable by vLLM as trained
+    return out / "adapter"
+
+
+@pytest.fixture(scope="module")
+def vllm_url(tiny_model_dir, trained_adapter, tmp_path_factory):
     port = free_port()
     tmp = tmp_path_factory.mktemp("vllm")
     env = {**os.environ, "FACELLM_API_KEY": API_KEY, "TMPDIR": str(tmp), "VLLM_CACHE_ROOT": str(tmp / "cache")}
     log = (tmp / "serve.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "facellm.cli", "serve", "--engine", "vllm", "--model", str(tiny_model_dir),
-         "--served-name", "base", "--adapter", f"{ADAPTER}={lora_adapter_dir}", "--port", str(port),
+         "--served-name", "base", "--adapter", f"{ADAPTER}={trained_adapter}", "--port", str(port),
          "--max-model-len", "1024", "--max-images", "2"],
         env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -74,8 +100,9 @@ def client(vllm_url):
 
 
 @pytest.fixture(scope="module")
-def embedded(tiny_model_dir, lora_adapter_dir):
-    engine = EmbeddedEngine(tiny_model_dir, {ADAPTER: lora_adapter_dir}, served_name="base")
+def embedded(tiny_model_dir, trained_adapter):
+    """transformers + peft: the same model and adapter in the embedded engine."""
+    engine = EmbeddedEngine(tiny_model_dir, {ADAPTER: trained_adapter}, served_name="base")
     yield engine
     engine.close()
 
@@ -111,6 +138,24 @@ def test_vllm_answers_exactly_as_the_embedded_engine(client, embedded, face, mod
     text, prompt_tokens, _ = embedded.complete(model, _record(question), [face], MAX_TOKENS)
     assert answer.choices[0].message.content.strip() == text
     assert answer.usage.prompt_tokens == prompt_tokens  # same chat template, same image tokens
+
+
+def test_adapter_answers_the_test_questions_as_transformers_and_peft_do(vllm_url, embedded, data):
+    from facellm.evaluation import ask_endpoint, question_records, score
+    from facellm.records import load_split
+    from serve.api import start_in_thread
+
+    questions = question_records(load_split(data, "test"))
+    from_vllm = ask_endpoint(vllm_url, ADAPTER, questions, data, api_key=API_KEY, desc="vllm")
+    url, stop = start_in_thread(embedded, "127.0.0.1", 0)
+    try:
+        from_transformers = ask_endpoint(url, ADAPTER, questions, data, desc="transformers")
+    finally:
+        stop()
+    same = sum(a == b for a, b in zip(from_vllm, from_transformers)) / len(questions)
+    print(f"\nvLLM vs transformers+peft parity: {same:.1%} of {len(questions)} test questions; accuracy "
+          f"{score(questions, from_vllm)['mean_accuracy']:.1%} vs {score(questions, from_transformers)['mean_accuracy']:.1%}")
+    assert len(questions) == 60 and same >= 0.95
 
 
 def test_adapter_changes_the_answer(client, face):
