@@ -221,24 +221,60 @@ def cmd_merge(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from facellm.evaluation import ask_endpoint, question_records, score, write_report
-    from facellm.records import load_split
+    if args.facexbench:
+        from facellm import mcq
+        from facellm.report import bar_plot, write_report
 
-    records = question_records(load_split(args.data, args.split))
-    if args.limit:
-        records = records[: args.limit]
-    if not records:
-        raise FacellmError(f"{args.data}: no attribute questions in split {args.split!r}")
-    answers = ask_endpoint(args.endpoint, args.model, records, Path(args.data), args.api_key,
-                           concurrency=args.concurrency)
-    result = score(records, answers)
-    report = write_report({args.model: result}, Path(args.out), f"facellm eval: {args.model} on {args.data} ({args.split})")
+        questions = mcq.load_benchmark(args.facexbench, prepend=args.prepend_text)[: args.limit]
+        answers = mcq.ask_mcq(args.endpoint, args.model, questions, args.api_key, args.concurrency,
+                              constrained=args.constrained)
+        result = mcq.score_mcq(questions, answers)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        plot = bar_plot(out / "facexbench_per_category.png",
+                        {args.model: {c: (v["accuracy"], tuple(v["ci95"])) for c, v in result["category"].items()}},
+                        f"FaceXBench-format MCQ: {args.model} (95 % Wilson CI)", chance=result["chance"],
+                        references={k.split(" (")[0]: v for k, v in mcq.PUBLISHED.items()})
+        report = write_report(out, f"facellm eval: {args.model} on {args.facexbench} (FaceXBench format)",
+                              [("Multiple-choice accuracy", mcq.markdown(result))], {args.model: result}, [plot])
+    else:
+        from facellm.evaluation import ask_endpoint, question_records, score, write_report
+        from facellm.records import load_split
+
+        records = question_records(load_split(args.data, args.split))[: args.limit]
+        if not records:
+            raise FacellmError(f"{args.data}: no attribute questions in split {args.split!r}")
+        answers = ask_endpoint(args.endpoint, args.model, records, Path(args.data), args.api_key,
+                               concurrency=args.concurrency)
+        result = score(records, answers)
+        if args.counterfactual:
+            from data_pipeline.counterfactual import build_counterfactuals
+            from facellm.evaluation import counterfactual_probe
+
+            probe = build_counterfactuals(Path(args.out) / "counterfactual", faces=args.counterfactual)
+            result["counterfactual"] = counterfactual_probe(args.endpoint, args.model, probe, args.api_key,
+                                                            args.concurrency)
+        if args.identity_probe:
+            from facellm.evaluation import identity_section
+
+            result["identity"] = identity_section(args.endpoint, args.model, records, Path(args.data), result,
+                                                  args.api_key)
+        report = write_report({args.model: result}, Path(args.out),
+                              f"facellm eval: {args.model} on {args.data} ({args.split})")
+    print(report.read_text())
+    print(f"report: {report} (also report.html, report.json and the PNGs beside it)")
+
+
+def cmd_eval_compare(args) -> None:
+    from facellm.evaluation import compare_reports
+
+    report = compare_reports([Path(d) for d in args.runs], Path(args.out))
     print(report.read_text())
     print(f"report: {report}")
 
 
 def cmd_serve(args) -> None:
-    from facellm.modeling import serving_pixel_budget
+    from facellm.modeling import serving_max_model_len, serving_pixel_budget
     from serve.api import warn_if_exposed
     from serve.launch import choose_engine
     from serve.vllm_server import VLLMServer, VLLMSettings
@@ -252,7 +288,8 @@ def cmd_serve(args) -> None:
     if engine == "vllm":
         server = VLLMServer(VLLMSettings(
             model=args.model, served_name=served_name, adapters=adapters, host=args.host, port=args.port,
-            api_key=args.api_key, max_model_len=args.max_model_len, max_images=args.max_images,
+            api_key=args.api_key, max_images=args.max_images,
+            max_model_len=args.max_model_len or serving_max_model_len(args.model, adapters.values()),
             min_pixels=min_pixels, max_pixels=max_pixels, extra_args=args.vllm_arg or []))
         warn_if_exposed(args.host, args.api_key)
         server.start()
@@ -435,17 +472,40 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dtype of the merged weights")
     p.set_defaults(func=cmd_merge)
 
-    p = sub.add_parser("eval", help="accuracy per attribute of a model behind an OpenAI-compatible API",
-                       description="Ask every attribute question of a split through the API and score the answers.")
+    p = sub.add_parser("eval", help="evaluate a model behind an OpenAI-compatible API: attributes, fairness, FaceXBench",
+                       description="Attribute questions of a facellm dataset split (--data: accuracy per attribute, "
+                                   "per race/gender/age/skin-tone group with bootstrap CIs, gaps) or a FaceXBench-"
+                                   "format multiple-choice benchmark (--facexbench: accuracy per category, "
+                                   "sub-category and image count next to chance and published figures), asked "
+                                   "through the API; writes report.json, report.md, report.html and PNGs.")
+    p.epilog = "Side by side: facellm eval compare RUN_DIR RUN_DIR... --out DIR"
     p.add_argument("--endpoint", required=True, help="API base URL, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--model", required=True, help="served model name (base or adapter name)")
-    p.add_argument("--data", required=True, type=_existing_dir, help="dataset directory")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=_existing_dir, help="facellm dataset directory")
+    source.add_argument("--facexbench", help="a FaceXBench task JSON, or its benchmark/ folder (all tasks)")
+    p.add_argument("--counterfactual", type=int, nargs="?", const=20, metavar="FACES",
+                   help="add the counterfactual probe: FACES synthetic faces (default 20), each re-rendered with one "
+                        "attribute changed at a time; reports how often answers about the other attributes flip")
+    p.add_argument("--identity-probe", action="store_true",
+                   help="add the identity probe: held-out 'who is this?' questions must be declined while the same "
+                        "conversation still answers an attribute question (first 200 questions)")
+    p.add_argument("--prepend-text", action="store_true", help="FaceXBench: include each task's prepend_text")
+    p.add_argument("--constrained", action="store_true",
+                   help="FaceXBench: decode answers under a one-letter JSON schema (every answer a letter)")
     p.add_argument("--split", default="test")
     p.add_argument("--out", required=True, type=_output_dir, help="report directory (report.json, report.md)")
     p.add_argument("--limit", type=int, help="ask only the first N questions")
     p.add_argument("--concurrency", type=int, default=16, help="questions in flight at once")
     _add_api_key_arg(p, "bearer key the API expects")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("eval-compare", help="two or more `facellm eval` reports side by side (also: eval compare)",
+                       description="Merge attribute reports written by `facellm eval --data ... --out DIR` into one "
+                                   "report (tables, fairness, counterfactual and identity sections, plots).")
+    p.add_argument("runs", nargs="+", type=_existing_dir, metavar="RUN_DIR", help="report folders")
+    p.add_argument("--out", required=True, type=_output_dir, help="folder of the combined report")
+    p.set_defaults(func=cmd_eval_compare)
 
     p = sub.add_parser(
         "serve", help="serve a model (+ LoRA adapters) behind an OpenAI-compatible API",
@@ -471,7 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-pixels", type=int, help="pixel budget per image, lower bound (Qwen-VL families)")
     p.add_argument("--max-pixels", type=int,
                    help="pixel budget per image, upper bound (default: what the adapters were trained with)")
-    p.add_argument("--max-model-len", type=int, help="vLLM: context length (default: the model's)")
+    p.add_argument("--max-model-len", type=int,
+                   help="vLLM: context length (default: the longest training chat + 1024 where facellm trained "
+                        "what is served, else the model's)")
     p.add_argument("--vllm-arg", action="append", metavar="ARG",
                    help="vLLM: extra argument passed through unchanged, e.g. --vllm-arg=--gpu-memory-utilization=0.8")
     p.set_defaults(func=cmd_serve)
@@ -537,6 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["eval", "compare"]:  # `facellm eval compare A B` reads better than a command of its own
+        argv = ["eval-compare", *argv[2:]]
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,

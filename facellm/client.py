@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from tqdm import tqdm
+
+from facellm.errors import FacellmError
+
 
 def api_base(endpoint: str) -> str:
     """OpenAI clients want the URL that ends in /v1; accept the server's root URL too."""
@@ -14,3 +21,26 @@ def openai_client(endpoint: str, api_key: str | None = None, max_retries: int = 
 
     return openai.OpenAI(base_url=api_base(endpoint), api_key=api_key or "no-key", max_retries=max_retries,
                          timeout=timeout)
+
+
+def ask_all(endpoint: str, model: str, items: Sequence, build: Callable[[object], tuple[list[dict], dict]],
+            api_key: str | None = None, concurrency: int = 16, max_tokens: int = 32, desc: str = "ask") -> list[str]:
+    """Greedy answers, in order, to one chat per item; ``build(item)`` gives its OpenAI messages and any
+    extra ``create`` arguments (e.g. ``response_format``). Images are encoded in the worker threads."""
+    import openai
+
+    client = openai_client(endpoint, api_key)
+
+    def ask(item) -> str:
+        messages, extra = build(item)
+        reply = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=max_tokens,
+                                               **extra)
+        return reply.choices[0].message.content or ""
+
+    try:
+        with ThreadPoolExecutor(concurrency) as pool:
+            return list(tqdm(pool.map(ask, items), total=len(items), desc=desc, unit="q"))
+    except openai.APIConnectionError:
+        raise FacellmError(f"{endpoint}: cannot reach the API; is `facellm serve` running there?") from None
+    except openai.APIStatusError as e:
+        raise FacellmError(f"{endpoint}: the API answered {e.status_code}: {e.message}") from None

@@ -1,7 +1,8 @@
 """``facellm demo``: the whole loop offline, in one command, in a fresh folder.
 
 synthetic faces -> tiny Qwen2-VL -> eval base (over HTTP) -> LoRA fine-tune -> merge ->
-eval tuned (over HTTP, served by vLLM where installed) -> before/after table -> API server + chat UI.
+eval tuned (over HTTP, served by vLLM where installed) -> before/after report (per attribute, per
+skin-tone group, counterfactual probe) -> API server + chat UI.
 The steps hand over through files and the HTTP API, as the real stages do. The tiny recipe trains
 the vision tower and embeddings too, which vLLM's LoRA support does not apply, so the adapter is
 merged into a full model first (``facellm merge``), as one would before serving it with vLLM.
@@ -18,6 +19,8 @@ from facellm.errors import FacellmError
 
 RECIPE = Path(__file__).resolve().parent.parent / "finetune" / "configs" / "tiny-synthetic.yaml"
 TUNED_NAME = "face"
+# attribute questions and descriptions, and on one image in ten a polite identity refusal
+DEMO_QA = {"kinds": ("attributes", "description"), "refusal_rate": 0.1}
 
 
 def _step(title: str, t0: float) -> None:
@@ -27,8 +30,9 @@ def _step(title: str, t0: float) -> None:
 def run_demo(out: Path | None, steps: int | None = None, n_images: int = 6400, ui: bool = True,
              port: int = 8000, ui_port: int = 7860, seed: int = 0, engine: str = "auto") -> dict:
     from data_pipeline.build import BuildConfig, build_synthetic
-    from data_pipeline.templates import ATTRIBUTES_ONLY
-    from facellm.evaluation import ask_endpoint, question_records, score
+    from data_pipeline.templates import TemplateOptions
+    from data_pipeline.counterfactual import build_counterfactuals
+    from facellm.evaluation import ask_endpoint, counterfactual_probe, identity_section, question_records, score
     from facellm.families import family
     from facellm.records import load_split
     from finetune.config import TrainConfig
@@ -47,7 +51,7 @@ def run_demo(out: Path | None, steps: int | None = None, n_images: int = 6400, u
     _step(f"synthetic faces and template QA -> {data}", t0)
     held_out = min(200, max(1, n_images // 20))  # images in each of validation and test
     build_synthetic(BuildConfig(out=data, n=n_images, val_size=held_out, test_size=held_out, seed=seed,
-                                templates=ATTRIBUTES_ONLY))
+                                templates=TemplateOptions(**DEMO_QA)))
 
     _step(f"tiny Qwen2-VL (random weights, BPE tokenizer trained on the QA texts) -> {model_dir}", t0)
     texts = [m["content"] for line in (data / "sharegpt" / "train.jsonl").open()
@@ -56,8 +60,13 @@ def run_demo(out: Path | None, steps: int | None = None, n_images: int = 6400, u
 
     test = question_records(load_split(data, "test"))
 
+    probe = build_counterfactuals(out / "counterfactual", faces=20 if n_images >= 1000 else 2, seed=seed)
+
     def evaluate(base_url: str, model_name: str) -> dict:
-        return score(test, ask_endpoint(base_url, model_name, test, data, desc=f"eval {model_name}"))
+        result = score(test, ask_endpoint(base_url, model_name, test, data, desc=f"eval {model_name}"))
+        result["counterfactual"] = counterfactual_probe(base_url, model_name, probe)
+        result["identity"] = identity_section(base_url, model_name, test, data, result)
+        return result
 
     _step("evaluate the base model through the OpenAI-compatible API (embedded transformers engine)", t0)
     base_engine = EmbeddedEngine(str(model_dir), {}, served_name="base")
@@ -90,12 +99,15 @@ def run_demo(out: Path | None, steps: int | None = None, n_images: int = 6400, u
 
 
 def _report(results: dict, out: Path, run_dir: Path, test: list[dict], t0: float) -> None:
+    from facellm import counterfactual
     from facellm.evaluation import markdown_table, write_report
 
     report = write_report(results, out / "eval", "facellm demo: tiny Qwen2-VL on synthetic faces, held-out test split")
     elapsed = time.perf_counter() - t0
     print(f"\nHeld-out test accuracy ({len(test)} questions on {len(test) // 5} unseen images):\n")
     print(markdown_table(results))
+    print("\nCounterfactual probe (same face, one attribute changed):\n")
+    print(counterfactual.markdown({run: r["counterfactual"] for run, r in results.items()}))
     print(f"\nreport: {report}   training curves: {run_dir / 'curves.png'}   elapsed: {elapsed:.0f} s")
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tqdm import tqdm
-
+from facellm.client import ask_all
 from facellm.errors import FacellmError
+from facellm.fairness import GROUP_ATTRIBUTES, per_group
 from facellm.images import load_image, to_data_url
+from facellm.mcq import wilson
 from facellm.records import text_of
 from facellm.schema import ATTRIBUTES, normalize
 
@@ -43,12 +42,15 @@ def score(records: list[dict], answers: list[str]) -> dict:
         per[attr]["unparseable"] += predicted is None
         classes[attr].add(truth)
         samples.append({"id": record["id"], "attribute": attr, "truth": truth, "predicted": predicted,
-                        "answer": answer, "expected_answer": text_of(record["messages"][-1])})
+                        "answer": answer, "expected_answer": text_of(record["messages"][-1]),
+                        "groups": {g: record["labels"][g] for g in GROUP_ATTRIBUTES if g in record["labels"]}})
     attributes = {
         a: {**c, "accuracy": c["correct"] / c["n"], "chance": 1 / len(classes[a])} for a, c in sorted(per.items())
     }
+    for a, v in attributes.items():
+        v["ci95"] = list(wilson(v["correct"], v["n"]))
     mean = sum(v["accuracy"] for v in attributes.values()) / len(attributes) if attributes else 0.0
-    return {"attributes": attributes, "mean_accuracy": mean, "samples": samples}
+    return {"attributes": attributes, "mean_accuracy": mean, "fairness": per_group(samples), "samples": samples}
 
 
 # ------------------------------------------------------------ via the HTTP API
@@ -72,24 +74,10 @@ def to_openai_messages(messages: list[dict], images: list[str], image_root: Path
 def ask_endpoint(endpoint: str, model: str, records: list[dict], image_root: Path, api_key: str | None = None,
                  concurrency: int = 16, max_tokens: int = 32, desc: str = "eval") -> list[str]:
     """Each record's question, asked greedily through an OpenAI-compatible API, answers in order."""
-    import openai
+    def build(record: dict) -> tuple[list[dict], dict]:
+        return to_openai_messages(prompt_messages(record), record["images"], image_root), {}
 
-    from facellm.client import openai_client
-
-    client = openai_client(endpoint, api_key)
-
-    def ask(record: dict) -> str:
-        messages = to_openai_messages(prompt_messages(record), record["images"], image_root)
-        reply = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=max_tokens)
-        return reply.choices[0].message.content or ""
-
-    try:
-        with ThreadPoolExecutor(concurrency) as pool:
-            return list(tqdm(pool.map(ask, records), total=len(records), desc=desc, unit="q"))
-    except openai.APIConnectionError:
-        raise FacellmError(f"{endpoint}: cannot reach the API; is `facellm serve` running there?") from None
-    except openai.APIStatusError as e:
-        raise FacellmError(f"{endpoint}: the API answered {e.status_code}: {e.message}") from None
+    return ask_all(endpoint, model, records, build, api_key, concurrency, max_tokens, desc)
 
 
 def markdown_table(results: dict[str, dict]) -> str:
@@ -109,9 +97,72 @@ def markdown_table(results: dict[str, dict]) -> str:
 
 
 def write_report(results: dict[str, dict], out_dir: Path, title: str) -> Path:
+    """The attribute report of one or more runs (e.g. base and tuned): tables, per-group fairness, plots."""
+    from facellm import counterfactual, fairness, identity
+    from facellm.report import bar_plot, write_report as write
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(results, indent=2))
-    md = out_dir / "report.md"
-    md.write_text(f"# {title}\n\nAccuracy per attribute on held-out questions (answers mapped to labels by "
-                  f"facellm.schema.normalize; unparseable answers count as wrong).\n\n{markdown_table(results)}\n")
-    return md
+    plots = [bar_plot(out_dir / "accuracy_per_attribute.png",
+                      {run: {a: (v["accuracy"], tuple(v["ci95"])) for a, v in r["attributes"].items()}
+                       for run, r in results.items()},
+                      "Accuracy per attribute (95 % Wilson CI)",
+                      chance={a: v["chance"] for r in results.values() for a, v in r["attributes"].items()})]
+    sections = [("Accuracy per attribute", "Held-out questions; answers mapped to labels by "
+                 "facellm.schema.normalize; unparseable answers count as wrong.\n\n" + markdown_table(results))]
+    probed = {run: r["counterfactual"] for run, r in results.items() if "counterfactual" in r}
+    if probed:
+        sections.append(("Counterfactual probe", counterfactual.markdown(probed)))
+        plots.append(bar_plot(out_dir / "counterfactual_flips.png",
+                              {run: {a: (v["flip_rate"], None) for a, v in c.items()} for run, c in probed.items()},
+                              "Answers about other attributes that flip when one attribute changes"))
+    asked = {run: r["identity"] for run, r in results.items() if "identity" in r}
+    if asked:
+        sections.append(("Identity probe", identity.markdown(
+            asked, {run: r["plain_attribute_accuracy"] for run, r in asked.items()})))
+    for run, r in results.items():
+        sections.append((f"Fairness: {run}", fairness.markdown(r["fairness"])))
+        for attribute, f in r["fairness"].items():
+            plots.append(bar_plot(out_dir / f"groups_{run}_{attribute}.png",
+                                  {run: {g: (v["accuracy"], tuple(v["ci95"])) for g, v in f["groups"].items()}},
+                                  f"{run}: accuracy per {attribute} group (bootstrap 95 % CI)"))
+    return write(out_dir, title, sections, results, plots)
+
+
+def counterfactual_probe(endpoint: str, model: str, records_file: Path, api_key: str | None = None,
+                         concurrency: int = 16) -> dict:
+    """The counterfactual records (``data_pipeline.counterfactual``) asked through the API and analysed."""
+    import json
+
+    from facellm.counterfactual import analyze
+
+    records = [json.loads(line) for line in records_file.read_text().splitlines()]
+    answers = ask_endpoint(endpoint, model, records, records_file.parent, api_key, concurrency,
+                           desc=f"counterfactual {model}")
+    return analyze(records, answers)
+
+
+def identity_section(endpoint: str, model: str, records: list[dict], image_root: Path, result: dict,
+                     api_key: str | None = None, limit: int = 200) -> dict:
+    """The identity probe on the first ``limit`` attribute questions, with the plain accuracy on the same ones
+    (from ``result``, the score() of those records) beside it."""
+    from facellm.identity import identity_probe
+
+    probe = identity_probe(endpoint, model, records[:limit], image_root, api_key)
+    plain = [s["predicted"] == s["truth"] for s in result["samples"][:limit]]
+    return {**probe, "plain_attribute_accuracy": sum(plain) / len(plain)}
+
+
+def compare_reports(run_dirs: list[Path], out_dir: Path) -> Path:
+    """Two or more attribute reports (``facellm eval --data`` outputs) side by side in one report."""
+    import json
+
+    merged = {}
+    for run_dir in run_dirs:
+        path = Path(run_dir) / "report.json"
+        if not path.is_file():
+            raise FacellmError(f"{run_dir}: no report.json (pass folders written by `facellm eval --out`)")
+        for name, result in json.loads(path.read_text()).items():
+            if "attributes" not in result:
+                raise FacellmError(f"{path}: {name} is not an attribute report (FaceXBench reports compare by eye)")
+            merged[f"{Path(run_dir).name}: {name}" if len(run_dirs) > 1 else name] = result
+    return write_report(merged, out_dir, "facellm eval compare: " + " vs ".join(str(d) for d in run_dirs))

@@ -79,23 +79,46 @@ def read_adapter(adapter_dir: str | Path) -> dict:
     return json.loads(config.read_text())
 
 
-def trained_pixel_budget(adapter_dir: str | Path) -> tuple[int | None, int | None]:
-    """(min_pixels, max_pixels) an adapter (or full model) was trained with, from its facellm_train.json."""
-    run = Path(adapter_dir) / "facellm_train.json"
-    config = json.loads(run.read_text())["config"] if run.is_file() else {}
+def training_record(trained_dir: str | Path) -> dict:
+    """facellm_train.json of an adapter, a fully trained or a merged model; {} for anything else."""
+    run = Path(trained_dir) / "facellm_train.json"
+    return json.loads(run.read_text()) if run.is_file() else {}
+
+
+def trained_pixel_budget(trained_dir: str | Path) -> tuple[int | None, int | None]:
+    """(min_pixels, max_pixels) an adapter (or full model) was trained with."""
+    config = training_record(trained_dir).get("config", {})
     return config.get("min_pixels"), config.get("max_pixels")
+
+
+def serving_max_model_len(model: str | Path, adapter_dirs, answer_room: int = 1024) -> int | None:
+    """A context length for vLLM from the training pre-flight: the longest training chat plus room for
+    answers, rounded up to 256. None (the model's own) when nothing served was trained by facellm.
+    vLLM reserves KV cache for the full context, so a model's 32k-128k default can fail to start on a
+    small cache (CPU) where the tuned task needs a few hundred tokens."""
+    longest = [training_record(d).get("metrics", {}).get("longest_tokens") for d in [model, *adapter_dirs]]
+    longest = [n for n in longest if n]
+    if not longest:
+        return None
+    wanted = -(-(max(longest) + answer_room) // 256) * 256
+    config = Path(model) / "config.json"
+    if config.is_file():  # never beyond what the model was built for
+        raw = json.loads(config.read_text())
+        wanted = min(wanted, raw.get("text_config", raw).get("max_position_embeddings") or wanted)
+    return wanted
 
 
 def serving_pixel_budget(model: str | Path, adapter_dirs, min_pixels: int | None = None,
                          max_pixels: int | None = None) -> tuple[int | None, int | None]:
-    """The budget to serve with: the one given, else the one the adapters were trained with (they must agree)."""
+    """The budget to serve with: the one given, else the one the adapters (or, without adapters, the model
+    itself: a merged or fully trained one) were trained with; adapters must agree."""
     if min_pixels or max_pixels:
         budget = (min_pixels, max_pixels)
     else:
-        trained = {trained_pixel_budget(d) for d in adapter_dirs}
+        trained = {trained_pixel_budget(d) for d in adapter_dirs} or {trained_pixel_budget(model)}
         if len(trained) > 1:
             raise FacellmError(f"the adapters were trained with different pixel budgets {sorted(trained, key=str)}; "
                                "one server applies one: pass --min-pixels/--max-pixels")
-        budget = trained.pop() if trained else (None, None)
+        budget = trained.pop()
     pixel_kwargs(model_family(model), *budget)  # refuse a budget the family cannot apply
     return budget

@@ -36,6 +36,9 @@ def merge(model_dir: str | Path, adapter_dir: str | Path, out: str | Path, dtype
         GenerationConfig.from_pretrained(str(model_dir)).save_pretrained(out)
     except OSError:
         pass  # the base has no generation_config.json: transformers' defaults apply
+    run = Path(adapter_dir) / "facellm_train.json"
+    if run.is_file():  # the training record travels: serving reads the pixel budget and lengths from it
+        shutil.copy(run, out / "facellm_train.json")
     card = Path(adapter_dir) / "README.md"
     if card.is_file():
         (out / "README.md").write_text(card.read_text().replace("library_name: peft", "library_name: transformers"))

@@ -203,7 +203,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         summary = {"output": str(out), "steps": cfg.max_steps,
                    "final_loss": next(r["loss"] for r in reversed(log) if "loss" in r),
                    "validation": None if final is None else {a: v["accuracy"] for a, v in final["attributes"].items()},
-                   "trainable_parameters": trainable, "world_size": world}
+                   "trainable_parameters": trainable, "world_size": world,
+                   "longest_tokens": report.longest()}  # serving sizes its context from this
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         write_run_files(saved, cfg, summary, fam)
     if cfg.report_to:

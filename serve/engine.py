@@ -9,6 +9,7 @@ jobs alone, token by token.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import threading
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import facellm  # noqa: F401  (patches torchvision before transformers is imported)
 import torch
-from facellm.constrained import for_model
+from facellm.constrained import JsonConstraint, for_model
 from facellm.errors import FacellmError
 from facellm.generation import GenerationRequest, generate, generation_kwargs, prepare_inputs
 from facellm.modeling import load_model, load_processor, read_adapter
@@ -77,13 +78,17 @@ class EmbeddedEngine:
                 model.load_adapter(str(adapter_dir), adapter_name=name)
         self.model = model.eval()
         self.adapters = list(adapters)
-        self.constraint = for_model(model, self.processor)
 
         self._pending: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._closed = False
         self._worker = threading.Thread(target=self._work, name="facellm-engine", daemon=True)
         self._worker.start()
+
+    @functools.cached_property
+    def constraint(self) -> JsonConstraint:
+        """Built on the first JSON-schema request (indexing a real vocabulary takes a second or two)."""
+        return for_model(self.model, self.processor)
 
     def models(self) -> list[str]:
         return [self.served_name, *self.adapters]
@@ -170,7 +175,8 @@ class EmbeddedEngine:
                 if batch[0].streamer is not None:
                     results = [self._generate_streaming(batch[0])]
                 else:
-                    results = generate(self.model, self.processor, [job.request for job in batch], self.constraint)
+                    constraint = self.constraint if batch[0].request.json_schema else None  # batches don't mix
+                    results = generate(self.model, self.processor, [job.request for job in batch], constraint)
         except Exception as e:
             if len(batch) > 1:  # rerun one by one, so a bad request fails alone, not its batch neighbours
                 for job in batch:
@@ -191,7 +197,8 @@ class EmbeddedEngine:
     @torch.inference_mode()
     def _generate_streaming(self, job: _Job) -> None:
         inputs = prepare_inputs(self.processor, [job.request]).to(self.model.device)
-        self.model.generate(**inputs, **generation_kwargs([job.request], self.processor, self.constraint),
+        constraint = self.constraint if job.request.json_schema else None
+        self.model.generate(**inputs, **generation_kwargs([job.request], self.processor, constraint),
                             streamer=job.streamer)
 
     @staticmethod

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from facellm.modeling import serving_pixel_budget
+from facellm.modeling import serving_max_model_len, serving_pixel_budget
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -49,7 +49,8 @@ def local_server(model: str | Path, adapters: dict[str, str] | None = None, engi
         from serve.vllm_server import VLLMServer, VLLMSettings
 
         settings = VLLMSettings(model=str(model), served_name=served_name, adapters=adapters, port=port or free_port(),
-                                min_pixels=min_pixels, max_pixels=max_pixels)
+                                min_pixels=min_pixels, max_pixels=max_pixels,
+                                max_model_len=serving_max_model_len(model, adapters.values()))
         with VLLMServer(settings, log_path) as url:
             yield url
         return

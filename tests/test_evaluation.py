@@ -19,7 +19,7 @@ def test_score_counts_correct_wrong_and_unparseable_per_attribute():
     assert result["attributes"]["glasses"]["accuracy"] == 1.0
     assert result["mean_accuracy"] == (1 / 3 + 1) / 2
     assert result["samples"][2] == {"id": "r2#expression", "attribute": "expression", "truth": "sad",
-                                    "predicted": None, "answer": "zzz", "expected_answer": "a."}
+                                    "predicted": None, "answer": "zzz", "expected_answer": "a.", "groups": {}}
     table = markdown_table({"base": result})
     assert "| expression | 3 | 50.0% | 33.3% (1 unparseable) |" in table
 

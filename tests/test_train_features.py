@@ -141,7 +141,7 @@ def test_resume_without_a_checkpoint_says_what_to_do(tiny_model_dir, data, tmp_p
 
 def test_pixel_budget_is_the_same_in_training_merge_and_serving(tiny_model_dir, data, tmp_path):
     from facellm.families import family
-    from facellm.modeling import pixel_kwargs, serving_pixel_budget
+    from facellm.modeling import pixel_kwargs, serving_max_model_len, serving_pixel_budget
     from finetune.merge import merge
     from serve.engine import EmbeddedEngine
 
@@ -155,6 +155,13 @@ def test_pixel_budget_is_the_same_in_training_merge_and_serving(tiny_model_dir, 
     assert serving_pixel_budget(tiny_model_dir, [run / "adapter"], max_pixels=112 * 112) == (None, 112 * 112)
     merged = merge(tiny_model_dir, run / "adapter", tmp_path / "merged")
     assert json.loads((merged / "preprocessor_config.json").read_text())["size"]["longest_edge"] == budget
+    assert serving_pixel_budget(merged, []) == (None, budget)  # the merged model carries its training record
+
+    # vLLM's context from the pre-flight: the longest training chat + 1024 for answers, in steps of 256
+    longest = json.loads((run / "summary.json").read_text())["longest_tokens"]
+    assert serving_max_model_len(tiny_model_dir, [run / "adapter"]) == serving_max_model_len(merged, []) \
+        == -(-(longest + 1024) // 256) * 256
+    assert serving_max_model_len(tiny_model_dir, []) is None  # nothing trained here: the model's own
 
     image = load_image(load_split(data, "test")[0]["images"][0], data)
     chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hair colour?"}]}]

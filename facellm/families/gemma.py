@@ -16,11 +16,10 @@ in how an image enters the text and in attention:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from facellm.families.family import Family
-from facellm.families.tiny import BASE_CORPUS, train_bpe_tokenizer
+from facellm.families.tiny import save_tiny, start_tiny, tiny_tokenizer
 
 FAMILIES = [
     Family(model_type="gemma3", language_model="model.language_model", vision_tower="model.vision_tower",
@@ -109,15 +108,6 @@ IMAGE_SIZE, IMAGE_TOKENS = 112, 16
 GEMMA3_PATCH, PALIGEMMA_PATCH = 14, 28
 
 
-def _tokenizer(corpus: list[str] | None, special: list[str], chat_template: str, **kwargs):
-    from transformers import PreTrainedTokenizerFast
-
-    tok = train_bpe_tokenizer(BASE_CORPUS * 4 + list(corpus or []), special)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>",
-        model_max_length=4096, chat_template=chat_template, **kwargs)
-
-
 def _siglip(patch_size: int) -> dict:
     """A small SigLIP vision tower without the pooling head (neither family uses it)."""
     return dict(model_type="siglip_vision_model", hidden_size=HIDDEN, intermediate_size=4 * HIDDEN,
@@ -134,39 +124,23 @@ def _gemma_text(vocab_size: int, tokenizer) -> dict:
                 eos_token_id=tokenizer.eos_token_id)
 
 
-def _generation(tokenizer, *stops: str):
-    """Greedy decoding that stops at <eos> and at any of ``stops``."""
-    from transformers import GenerationConfig
-
+def _generation_ids(tokenizer, *stops: str) -> dict:
+    """Special ids of greedy decoding that stops at <eos> and at any of ``stops``."""
     eos = [tokenizer.eos_token_id] + [tokenizer.convert_tokens_to_ids(t) for t in stops]
-    return GenerationConfig(do_sample=False, max_new_tokens=64, bos_token_id=tokenizer.bos_token_id,
-                            pad_token_id=tokenizer.pad_token_id, eos_token_id=eos if stops else eos[0])
+    return dict(bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=eos if stops else eos[0])
 
 
-def _save(out: Path, family: str, seed: int, model, processor, image_processor, generation) -> None:
-    model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
-    image_processor.save_pretrained(out)  # vLLM and older transformers read preprocessor_config.json
-    generation.save_pretrained(out)
-    n_params = sum(p.numel() for p in model.parameters())
-    (out / "facellm_tiny.json").write_text(json.dumps(
-        {"family": family, "seed": seed, "parameters": n_params, "vocab_size": model.config.text_config.vocab_size},
-        indent=2))
-
-
-def _start(out_dir: str | Path, seed: int) -> Path:
-    import torch
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    return out
+def _tokenizer(corpus: list[str] | None, special: list[str], chat_template: str, **kwargs):
+    tokenizer, _ = tiny_tokenizer(corpus, special, chat_template, eos="<eos>", pad="<pad>", bos="<bos>",
+                                  unk_token="<unk>", **kwargs)
+    return tokenizer
 
 
 def build_tiny_gemma3(out_dir: str | Path, corpus: list[str] | None = None, seed: int = 0) -> None:
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessor, Gemma3Processor
 
-    out = _start(out_dir, seed)
+    out = start_tiny(out_dir, seed)
     # the processor reads its image markers from the tokenizer, as from the hub's tokenizer_config.json
     tokenizer = _tokenizer(corpus, GEMMA3_SPECIAL, GEMMA3_CHAT_TEMPLATE,
                            extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
@@ -192,15 +166,15 @@ def build_tiny_gemma3(out_dir: str | Path, corpus: list[str] | None = None, seed
     # trained from scratch learns faster when images carry signal from the first step.
     model.model.multi_modal_projector.mm_input_projection_weight.data.normal_(0.0, HIDDEN ** -0.5)
     # Gemma 3 instruct stops at <end_of_turn> as well as <eos>, as on the hub
-    _save(out, "gemma3", seed, model, processor, image_processor, _generation(tokenizer, "<end_of_turn>"))
+    save_tiny(out, "gemma3", seed, model, processor, _generation_ids(tokenizer, "<end_of_turn>"), image_processor)
 
 
 def build_tiny_paligemma(out_dir: str | Path, corpus: list[str] | None = None, seed: int = 0) -> None:
     from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor, \
         SiglipImageProcessor
 
-    out = _start(out_dir, seed)
-    tokenizer = _tokenizer(corpus, PALIGEMMA_SPECIAL, PALIGEMMA_CHAT_TEMPLATE, additional_special_tokens=["<image>"])
+    out = start_tiny(out_dir, seed)
+    tokenizer = _tokenizer(corpus, PALIGEMMA_SPECIAL, PALIGEMMA_CHAT_TEMPLATE)
     image_processor = SiglipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, resample=3,
                                            image_seq_length=(IMAGE_SIZE // PALIGEMMA_PATCH) ** 2)
     # adds PaliGemma's 1024 <locNNNN> and 128 <segNNN> detection/segmentation tokens to the tokenizer
@@ -216,4 +190,4 @@ def build_tiny_paligemma(out_dir: str | Path, corpus: list[str] | None = None, s
     )
     config.dtype = "float32"
     model = PaliGemmaForConditionalGeneration(config)
-    _save(out, "paligemma", seed, model, processor, image_processor, _generation(tokenizer))
+    save_tiny(out, "paligemma", seed, model, processor, _generation_ids(tokenizer), image_processor)

@@ -9,13 +9,12 @@ special tokens, chat template's BOS, patch size) lives in a ``_Variant``.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from facellm.families.family import Family
-from facellm.families.tiny import BASE_CORPUS, train_bpe_tokenizer
+from facellm.families.tiny import TINY_HEADS, TINY_HIDDEN, save_tiny, start_tiny, tiny_text_config, tiny_tokenizer
 
 FAMILIES = [
     Family(model_type=model_type, language_model="model.text_model", vision_tower="model.vision_model",
@@ -95,61 +94,32 @@ TINY_PATCHES_PER_SIDE, TINY_SCALE_FACTOR = 8, 4
 
 
 def _build(v: _Variant, out_dir: str | Path, corpus: list[str] | None, seed: int) -> None:
-    import torch
     import transformers
-    from transformers import GenerationConfig, PreTrainedTokenizerFast
 
     config_cls, model_cls, image_processor_cls, processor_cls = (getattr(transformers, c) for c in v.classes)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    special_tokens = v.specials + IMAGE_MARKERS
-    # "Assistant: {answer}": the texts are learnt with a leading space too, so that the space folds into the
-    # answer's first word (" Gray") as in a real vocabulary, rather than standing alone as a token that the
-    # label mask leaves to the prompt and the model never learns to emit
-    corpus = list(corpus or [])
-    tok = train_bpe_tokenizer(BASE_CORPUS * 4 + ROLE_WORDS * 4 + corpus + [" " + t for t in corpus],
-                              special_tokens)
-    ids = {t: tok.token_to_id(t) for t in special_tokens}
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=v.bos, eos_token=v.eos, pad_token=v.pad, model_max_length=4096,
-        additional_special_tokens=[t for t in special_tokens if t not in (v.bos, v.eos, v.pad)],
-        chat_template=v.chat_template,
-    )
+    out = start_tiny(out_dir, seed)
+    # "Assistant: {answer}": a space before every answer
+    tokenizer, ids = tiny_tokenizer(corpus, v.specials + IMAGE_MARKERS, v.chat_template, eos=v.eos, pad=v.pad,
+                                    bos=v.bos, words=ROLE_WORDS, space_before_answers=True)
     image_size = TINY_PATCHES_PER_SIDE * v.patch_size
     image_seq_len = (TINY_PATCHES_PER_SIDE // TINY_SCALE_FACTOR) ** 2
     pixels = dict(size={"longest_edge": image_size}, max_image_size={"longest_edge": image_size})
-    image_processor = image_processor_cls(do_image_splitting=False, **pixels)
+    image_processors = [image_processor_cls(do_image_splitting=False, **pixels)]
     extra = {}
     if v.video_processor:
         extra["video_processor"] = getattr(transformers, v.video_processor)(**pixels)
-    processor = processor_cls(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_seq_len,
+    processor = processor_cls(image_processor=image_processors[0], tokenizer=tokenizer, image_seq_len=image_seq_len,
                               chat_template=v.chat_template, **extra)
 
-    hidden, heads = 128, 4  # head_dim 32: the smallest head size vLLM's CPU attention serves
     special = dict(bos_token_id=ids[v.bos], eos_token_id=ids[v.eos], pad_token_id=ids[v.pad])
     config = config_cls(
-        text_config=dict(
-            model_type="llama", vocab_size=tok.get_vocab_size(), hidden_size=hidden, intermediate_size=4 * hidden,
-            num_hidden_layers=2, num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=4096,
-            rms_norm_eps=1e-5, tie_word_embeddings=False, **special,
-        ),
-        vision_config=dict(hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=2,
-                           num_attention_heads=heads, image_size=image_size, patch_size=v.patch_size),
+        text_config=dict(model_type="llama", rms_norm_eps=1e-5, **tiny_text_config(len(tokenizer), **special)),
+        vision_config=dict(hidden_size=TINY_HIDDEN, intermediate_size=4 * TINY_HIDDEN, num_hidden_layers=2,
+                           num_attention_heads=TINY_HEADS, image_size=image_size, patch_size=v.patch_size),
         scale_factor=TINY_SCALE_FACTOR, image_token_id=ids["<image>"], tie_word_embeddings=False, **special,
     )
     config.dtype = "float32"
-    model = model_cls(config)
-    model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
-    # vLLM and older transformers read the per-processor files, not only processor_config.json
-    image_processor.save_pretrained(out)
-    if "video_processor" in extra:
-        extra["video_processor"].save_pretrained(out)
-    GenerationConfig(do_sample=False, max_new_tokens=64, **special).save_pretrained(out)
-    n_params = sum(p.numel() for p in model.parameters())
-    (out / "facellm_tiny.json").write_text(json.dumps(
-        {"family": v.model_type, "seed": seed, "parameters": n_params, "vocab_size": tok.get_vocab_size()}, indent=2))
+    save_tiny(out, v.model_type, seed, model_cls(config), processor, special, *image_processors, *extra.values())
 
 
 def build_tiny_idefics3(out_dir: str | Path, corpus: list[str] | None = None, seed: int = 0) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from facellm.families.family import Family
-from facellm.families.llava import (QWEN2_SPECIAL, TINY_HEADS, TINY_HIDDEN, save_tiny, start_tiny,
-                                    tiny_text_config, tiny_tokenizer)
+from facellm.families.llava import QWEN2_SPECIAL
+from facellm.families.tiny import TINY_HEADS, TINY_HIDDEN, save_tiny, start_tiny, tiny_text_config, tiny_tokenizer
 
 FAMILIES = [
     Family(model_type="internvl", language_model="model.language_model", vision_tower="model.vision_tower",

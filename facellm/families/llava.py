@@ -1,13 +1,11 @@
-"""LLaVA families (LLaVA-1.5, LLaVA-OneVision): entries, tiny offline models, and the tiny-model
-helpers every vision-tower + projector + language-model family can share (tokenizer, text config, saving)."""
+"""LLaVA families (LLaVA-1.5, LLaVA-OneVision): entries and tiny offline models."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from facellm.families.family import Family
-from facellm.families.tiny import BASE_CORPUS, train_bpe_tokenizer
+from facellm.families.tiny import TINY_HEADS, TINY_HIDDEN, save_tiny, start_tiny, tiny_text_config, tiny_tokenizer
 
 FAMILIES = [
     Family(model_type="llava", language_model="model.language_model", vision_tower="model.vision_tower",
@@ -17,75 +15,6 @@ FAMILIES = [
            projector="model.multi_modal_projector", image_token="<image>",
            tiny_builder="facellm.families.llava:build_tiny_llava_onevision"),
 ]
-
-# ----------------------------------------------------------------- shared tiny-model helpers
-
-TINY_HIDDEN, TINY_HEADS = 128, 4  # head_dim 32: the smallest head size vLLM's CPU attention serves
-
-
-def tiny_tokenizer(corpus: list[str] | None, special_tokens: list[str], chat_template: str, *, eos: str, pad: str,
-                   bos: str | None = None, add_bos: bool = False, words: tuple[str, ...] = (),
-                   space_before_answers: bool = False, **tokenizer_kwargs):
-    """The shared byte-level BPE tokenizer dressed as a family's tokenizer: its special tokens (the
-    family names some of ``special_tokens`` bos/eos/pad), its chat template and, for Llama tokenizers,
-    a BOS prepended to every encoded text. ``words``: the template's own words (role names), so that
-    they cost a token or two. ``space_before_answers``: the template puts a space between the generation
-    prompt and the answer ("ASSISTANT: The ..."); the texts are learnt with a leading space too, so that
-    the space folds into the first word (" The") as in a real BPE vocabulary, rather than standing alone
-    as a token that the label mask leaves to the prompt and the model never learns to emit.
-
-    Right padding is recorded in the tokenizer's init kwargs: a processor whose defaults pad left
-    (InternVL) then follows the tokenizer's live ``padding_side``, which training and generation set.
-    Returns (tokenizer, {special token: id}).
-    """
-    from transformers import PreTrainedTokenizerFast
-
-    corpus = list(corpus or [])
-    texts = BASE_CORPUS * 4 + list(words) * 4 + corpus + ([" " + t for t in corpus] if space_before_answers else [])
-    tok = train_bpe_tokenizer(texts, special_tokens)
-    ids = {t: tok.token_to_id(t) for t in special_tokens}
-    named = {eos, pad, bos} | {v for k, v in tokenizer_kwargs.items() if k.endswith("_token")}
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=eos, pad_token=pad, bos_token=bos, model_max_length=4096,
-        padding_side="right", add_bos_token=add_bos,
-        additional_special_tokens=[t for t in special_tokens if t not in named],
-        chat_template=chat_template, **tokenizer_kwargs,
-    )
-    return tokenizer, ids
-
-
-def tiny_text_config(vocab_size: int, **special_ids) -> dict:
-    """The language model of every tiny model: hidden 128, 2 layers, 4 heads of 32."""
-    return dict(vocab_size=vocab_size, hidden_size=TINY_HIDDEN, intermediate_size=4 * TINY_HIDDEN,
-                num_hidden_layers=2, num_attention_heads=TINY_HEADS, num_key_value_heads=TINY_HEADS,
-                max_position_embeddings=4096, tie_word_embeddings=False, **special_ids)
-
-
-def save_tiny(out: Path, family: str, seed: int, model, processor, generation_ids: dict, *components) -> None:
-    """Write a tiny model in the hub layout: weights, processor (plus each component's own file, which
-    vLLM and older transformers read), a greedy generation config, and ``facellm_tiny.json``."""
-    from transformers import GenerationConfig
-
-    model.config.dtype = "float32"
-    model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
-    for component in components:
-        component.save_pretrained(out)
-    GenerationConfig(do_sample=False, max_new_tokens=64, **generation_ids).save_pretrained(out)
-    (out / "facellm_tiny.json").write_text(json.dumps(
-        {"family": family, "seed": seed, "parameters": sum(p.numel() for p in model.parameters()),
-         "vocab_size": model.config.text_config.vocab_size}, indent=2))
-
-
-def start_tiny(out_dir, seed: int) -> Path:
-    """The output directory, created, with torch seeded for the random weights."""
-    import torch
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    return out
-
 
 # ----------------------------------------------------------------- LLaVA-1.5
 

@@ -3,18 +3,17 @@
 Qwen2-VL, Qwen2.5-VL and Qwen3-VL share a tokenizer (ChatML turns, vision
 markers), a processor layout (image + video processor, pixel budget in merged
 patches) and the hub files a checkpoint carries; ``_build_tiny_qwen`` writes
-those, and each family's builder gives only its config, classes, chat template
-and patch geometry.
+those with the shared tiny-model helpers, and each family's builder gives only
+its config, classes, chat template and patch geometry.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
 from facellm.families.family import Family
-from facellm.families.tiny import BASE_CORPUS, train_bpe_tokenizer
+from facellm.families.tiny import TINY_HEADS, TINY_HIDDEN, save_tiny, start_tiny, tiny_tokenizer
 
 FAMILIES = [
     Family(model_type="qwen2_vl", language_model="model.language_model", vision_tower="model.visual",
@@ -183,7 +182,6 @@ function signatures within <tools></tools> XML tags:\\n<tools>" }}
 # patches, 128x128 with Qwen3-VL's 16-pixel ones).
 TINY_MERGE = 2
 TINY_MIN_SIDE, TINY_MAX_SIDE = 2, 4
-TINY_HIDDEN, TINY_HEADS = 128, 4  # head_dim 32: the smallest head size vLLM's CPU attention serves
 TINY_LAYERS = 2
 
 
@@ -206,18 +204,10 @@ def _build_tiny_qwen(out_dir: str | Path, corpus: list[str] | None, seed: int, *
 
     ``make_config(vocab_size, special_token_ids, bos/eos/pad ids)`` returns the family's config.
     """
-    import torch
-    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2VLImageProcessor
+    from transformers import Qwen2VLImageProcessor
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    tok = train_bpe_tokenizer(BASE_CORPUS * 4 + list(corpus or []), QWEN2_VL_SPECIAL)
-    ids = {t: tok.token_to_id(t) for t in QWEN2_VL_SPECIAL}
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", model_max_length=4096,
-        additional_special_tokens=QWEN2_VL_SPECIAL[1:], chat_template=chat_template,
-    )
+    out = start_tiny(out_dir, seed)
+    tokenizer, ids = tiny_tokenizer(corpus, QWEN2_VL_SPECIAL, chat_template, eos="<|im_end|>", pad="<|endoftext|>")
     side = patch_size * TINY_MERGE
     pixels = dict(size={"shortest_edge": (TINY_MIN_SIDE * side) ** 2, "longest_edge": (TINY_MAX_SIDE * side) ** 2},
                   patch_size=patch_size, temporal_patch_size=2, merge_size=TINY_MERGE, **(image_norm or {}))
@@ -228,18 +218,9 @@ def _build_tiny_qwen(out_dir: str | Path, corpus: list[str] | None, seed: int, *
 
     special = dict(bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
                    pad_token_id=ids["<|endoftext|>"])
-    config = make_config(tok.get_vocab_size(), ids, special)
+    config = make_config(len(tokenizer), ids, special)
     config.dtype = "float32"
-    model = model_class(config)
-    model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
-    # vLLM and older transformers read the per-processor files, not only processor_config.json
-    image_processor.save_pretrained(out)
-    video_processor.save_pretrained(out)
-    GenerationConfig(do_sample=False, max_new_tokens=64, **special).save_pretrained(out)
-    n_params = sum(p.numel() for p in model.parameters())
-    (out / "facellm_tiny.json").write_text(json.dumps(
-        {"family": model_type, "seed": seed, "parameters": n_params, "vocab_size": tok.get_vocab_size()}, indent=2))
+    save_tiny(out, model_type, seed, model_class(config), processor, special, image_processor, video_processor)
 
 
 def build_tiny_qwen2_vl(out_dir: str | Path, corpus: list[str] | None = None, seed: int = 0) -> None:
