@@ -292,8 +292,7 @@ def cmd_serve(args) -> None:
             max_model_len=args.max_model_len or serving_max_model_len(args.model, adapters.values()),
             min_pixels=min_pixels, max_pixels=max_pixels, extra_args=args.vllm_arg or []))
         warn_if_exposed(args.host, args.api_key)
-        server.start()
-        raise SystemExit(server.wait())
+        raise SystemExit(server.run_until_signalled())
     from serve.api import serve_forever
     from serve.engine import EmbeddedEngine
 

@@ -16,6 +16,19 @@ class ConfigError(FacellmError, ValueError):
     pass
 
 
+def _numbers(cls, raw: dict) -> dict:
+    """Numbers YAML 1.1 reads as text ("2e-3" lacks the dot it wants) become numbers; others are refused."""
+    raw = dict(raw)
+    for f in dataclasses.fields(cls):
+        kind = str(f.type).split(" |")[0]
+        if kind in ("float", "int") and isinstance(raw.get(f.name), str):
+            try:
+                raw[f.name] = float(raw[f.name]) if kind == "float" else int(raw[f.name])
+            except ValueError:
+                raise ConfigError(f"{f.name} {raw[f.name]!r}: expected a number") from None
+    return raw
+
+
 @dataclass
 class LoraSettings:
     r: int = 16
@@ -98,7 +111,7 @@ class TrainConfig:
             raw["betas"] = tuple(raw["betas"])
         if raw.get("mixed_precision") is False:  # YAML 1.1 reads a bare `no` as false
             raw["mixed_precision"] = "no"
-        cfg = cls(lora=LoraSettings(**lora), **raw)
+        cfg = cls(lora=LoraSettings(**_numbers(LoraSettings, lora)), **_numbers(cls, raw))
         if cfg.method not in ("lora", "qlora", "full"):
             raise ConfigError(f"method {cfg.method!r}: expected lora, qlora or full")
         if cfg.mixed_precision not in ("no", "bf16", "fp16"):
