@@ -283,7 +283,13 @@ def cue_reasoning_qa(labels: dict, cues: dict, rng: random.Random) -> list[tuple
 FORENSIC_QUESTIONS = ("Is this a real photograph or a generated image?", "Does this face look synthetic or real?",
                       "Are there signs that this face image was generated or manipulated?")
 IDENTITY_QUESTIONS = ("Who is this?", "What is this person's name?", "Can you tell me who this person is?",
-                      "Do you recognize this person?", "Identify the person in this photo.")
+                      "Do you recognize this person?", "Identify the person in this photo.", "Who am I looking at?",
+                      "Do you know who this is?", "Name this person.", "Is this a famous person?",
+                      "What is this person called?", "Is this {name}?", "Is this person {name}?",
+                      "Could this be {name}?")
+# names the refusal examples ask about; evaluation asks about others (facellm.identity.PROBE_QUESTIONS)
+TRAINING_NAMES = ("Brad Pitt", "Angela Merkel", "Lionel Messi", "Serena Williams", "Keanu Reeves", "Priyanka Chopra",
+                  "Jackie Chan", "Adele")
 REFUSALS = ("I can't identify people from their faces.", "I don't recognize or name people from their faces.",
             "I don't identify people by their face.")
 
@@ -301,7 +307,7 @@ def forensic_qa(source: str, rng: random.Random) -> list[tuple[str, str, str]]:
 def refusal_qa(labels: dict[str, str], rng: random.Random) -> list[tuple[str, str, str]]:
     text = rng.choice(REFUSALS) + (f" What I can describe: {description(labels)[0].lower()}{description(labels)[1:]}"
                                    if labels else " I can describe the visible attributes of the face if you like.")
-    return [("identity_refusal", rng.choice(IDENTITY_QUESTIONS), text)]
+    return [("identity_refusal", rng.choice(IDENTITY_QUESTIONS).format(name=rng.choice(TRAINING_NAMES)), text)]
 
 
 # ------------------------------------------------------------------ everything for one face

@@ -49,6 +49,11 @@ def score(records: list[dict], answers: list[str]) -> dict:
     }
     for a, v in attributes.items():
         v["ci95"] = list(wilson(v["correct"], v["n"]))
+        v["confusion"] = defaultdict(lambda: defaultdict(int))
+    for sample in samples:  # truth -> predicted counts, unreadable answers as "unparseable"
+        attributes[sample["attribute"]]["confusion"][sample["truth"]][sample["predicted"] or "unparseable"] += 1
+    for v in attributes.values():
+        v["confusion"] = {truth: dict(row) for truth, row in sorted(v["confusion"].items())}
     mean = sum(v["accuracy"] for v in attributes.values()) / len(attributes) if attributes else 0.0
     return {"attributes": attributes, "mean_accuracy": mean, "fairness": per_group(samples), "samples": samples}
 
@@ -99,7 +104,7 @@ def markdown_table(results: dict[str, dict]) -> str:
 def write_report(results: dict[str, dict], out_dir: Path, title: str) -> Path:
     """The attribute report of one or more runs (e.g. base and tuned): tables, per-group fairness, plots."""
     from facellm import counterfactual, fairness, identity
-    from facellm.report import bar_plot, write_report as write
+    from facellm.report import bar_plot, confusion_plot, write_report as write
 
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = [bar_plot(out_dir / "accuracy_per_attribute.png",
@@ -109,6 +114,8 @@ def write_report(results: dict[str, dict], out_dir: Path, title: str) -> Path:
                       chance={a: v["chance"] for r in results.values() for a, v in r["attributes"].items()})]
     sections = [("Accuracy per attribute", "Held-out questions; answers mapped to labels by "
                  "facellm.schema.normalize; unparseable answers count as wrong.\n\n" + markdown_table(results))]
+    plots += [confusion_plot(out_dir / f"confusion_{run}.png", {a: v["confusion"] for a, v in r["attributes"].items()},
+                             f"{run}: confusion per attribute (rows: truth)") for run, r in results.items()]
     probed = {run: r["counterfactual"] for run, r in results.items() if "counterfactual" in r}
     if probed:
         sections.append(("Counterfactual probe", counterfactual.markdown(probed)))

@@ -48,6 +48,36 @@ def bar_plot(path: Path, bars: dict[str, dict[str, tuple[float, tuple[float, flo
     return path
 
 
+def confusion_plot(path: Path, confusions: dict[str, dict[str, dict[str, int]]], title: str) -> Path:
+    """One heatmap per attribute: rows the true labels, columns the predicted ones (row-normalised)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(confusions), figsize=(3.3 * len(confusions), 3.4), squeeze=False)
+    for ax, (attribute, rows) in zip(axes[0], confusions.items()):
+        truths = list(rows)
+        predicted = truths + sorted({p for row in rows.values() for p in row} - set(truths))
+        counts = np.array([[rows[t].get(p, 0) for p in predicted] for t in truths], dtype=float)
+        share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for i in range(len(truths)):
+            for j in range(len(predicted)):
+                if counts[i, j]:
+                    ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if share[i, j] > 0.6 else "black")
+        ax.set_xticks(range(len(predicted)), predicted, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(truths)), truths, fontsize=7)
+        ax.set_title(attribute, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_report(out_dir: Path, title: str, sections: list[tuple[str, str]], data: dict,
                  plots: list[Path] = ()) -> Path:
     """report.json (``data``), report.md (title, sections, plots) and report.html from it; the .md path."""

@@ -17,6 +17,8 @@ def test_score_counts_correct_wrong_and_unparseable_per_attribute():
     assert expression["accuracy"] == 1 / 3
     assert expression["chance"] == 1 / 2  # two classes present among the records
     assert result["attributes"]["glasses"]["accuracy"] == 1.0
+    # "She is smiling." reads as happy: right; "looks happy" for a sad face: wrong; "zzz": unparseable
+    assert expression["confusion"] == {"happy": {"happy": 1}, "sad": {"happy": 1, "unparseable": 1}}
     assert result["mean_accuracy"] == (1 / 3 + 1) / 2
     assert result["samples"][2] == {"id": "r2#expression", "attribute": "expression", "truth": "sad",
                                     "predicted": None, "answer": "zzz", "expected_answer": "a.", "groups": {}}
