@@ -19,8 +19,8 @@ from facellm.errors import FacellmError
 
 RECIPE = Path(__file__).resolve().parent.parent / "finetune" / "configs" / "tiny-synthetic.yaml"
 TUNED_NAME = "face"
-# attribute questions and descriptions, and on one image in five a polite identity refusal
-DEMO_QA = {"kinds": ("attributes", "description"), "refusal_rate": 0.2}
+# attribute questions and descriptions, and on three images in ten a polite identity refusal
+DEMO_QA = {"kinds": ("attributes", "description"), "refusal_rate": 0.3}
 
 
 def _step(title: str, t0: float) -> None:

@@ -56,7 +56,10 @@ def identity_probe(endpoint: str, model: str, records: list[dict], image_root: P
     answers = ask_all(endpoint, model, items, follow_up, api_key, concurrency, desc=f"identity follow-up {model}")
     declined = [is_refusal(r) for r in replies]
     right = [normalize(r["category"], a) == r["labels"][r["category"]] for r, a in zip(records, answers)]
+    by_question = {q: [d for (i, _), d in zip(items, declined) if PROBE_QUESTIONS[i % len(PROBE_QUESTIONS)] == q]
+                   for q in PROBE_QUESTIONS}
     return {"conversations": len(records), "refusal_rate": sum(declined) / len(records),
+            "declined_by_question": {q: sum(d) / len(d) for q, d in by_question.items() if d},
             "attribute_accuracy": sum(right) / len(records),
             "samples": [{"id": r["id"], "question": opening(i, r)[0]["content"][-1]["text"], "reply": reply,
                          "declined": d, "answer": a, "right": ok}
@@ -70,4 +73,9 @@ def markdown(results: dict[str, dict], plain: dict[str, float]) -> str:
     for run, r in results.items():
         lines.append(f"| {run} | {r['conversations']} | {r['refusal_rate']:.1%} | {r['attribute_accuracy']:.1%} | "
                      f"{plain[run]:.1%} |")
+    lines += ["", "Declined, per held-out question:", "", "| question | " + " | ".join(results) + " |",
+              "|---|" + "---:|" * len(results)]
+    for q in PROBE_QUESTIONS:
+        lines.append(f"| {q} | " + " | ".join(f"{r['declined_by_question'].get(q, 0):.0%}" for r in results.values())
+                     + " |")
     return "\n".join(lines)

@@ -63,8 +63,9 @@ def test_refusals_are_recognised(answer, declined):
 
 
 def test_probe_questions_are_held_out_from_training():
-    from data_pipeline.templates import IDENTITY_QUESTIONS, TRAINING_NAMES
+    from data_pipeline.templates import FIRST_NAMES, IDENTITY_QUESTIONS, LAST_NAMES
 
-    trained = {q.format(name=n) for q in IDENTITY_QUESTIONS for n in TRAINING_NAMES}
+    names = [f"{first} {last}" for first in FIRST_NAMES for last in LAST_NAMES]
+    trained = {q.format(name=n) for q in IDENTITY_QUESTIONS for n in names}
     assert not set(PROBE_QUESTIONS) & trained
-    assert not any(name in probe for probe in PROBE_QUESTIONS for name in TRAINING_NAMES)
+    assert not any(name in probe for probe in PROBE_QUESTIONS for name in FIRST_NAMES + LAST_NAMES)
