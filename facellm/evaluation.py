@@ -121,7 +121,8 @@ def write_report(results: dict[str, dict], out_dir: Path, title: str) -> Path:
         sections.append(("Counterfactual probe", counterfactual.markdown(probed)))
         plots.append(bar_plot(out_dir / "counterfactual_flips.png",
                               {run: {a: (v["flip_rate"], None) for a, v in c.items()} for run, c in probed.items()},
-                              "Answers about other attributes that flip when one attribute changes"))
+                              "Answers about other attributes that flip when one attribute changes",
+                              ylabel="answers flipped (%)"))
     asked = {run: r["identity"] for run, r in results.items() if "identity" in r}
     if asked:
         sections.append(("Identity probe", identity.markdown(

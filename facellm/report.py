@@ -7,7 +7,8 @@ from pathlib import Path
 
 
 def bar_plot(path: Path, bars: dict[str, dict[str, tuple[float, tuple[float, float] | None]]], title: str,
-             chance: dict[str, float] | float | None = None, references: dict[str, float] | None = None) -> Path:
+             chance: dict[str, float] | float | None = None, references: dict[str, float] | None = None,
+             ylabel: str = "accuracy (%)") -> Path:
     """Grouped bars: ``bars[series][label] = (value, (low, high) or None)`` as fractions; optional chance
     (one line, or a tick per label) and reference lines (e.g. published figures)."""
     import matplotlib
@@ -24,7 +25,7 @@ def bar_plot(path: Path, bars: dict[str, dict[str, tuple[float, tuple[float, flo
         values = [100 * series.get(label, (0.0, None))[0] for label in labels]
         errors = [[100 * (series[l][0] - series[l][1][0]) if series.get(l) and series[l][1] else 0 for l in labels],
                   [100 * (series[l][1][1] - series[l][0]) if series.get(l) and series[l][1] else 0 for l in labels]]
-        ax.bar(xs, values, width, yerr=errors, capsize=3, label=name)
+        ax.bar(xs, values, width, yerr=errors if any(map(any, errors)) else None, capsize=3, label=name)
         for x, v in zip(xs, values):
             ax.text(x, v + 1, f"{v:.0f}", ha="center", va="bottom", fontsize=8)
     if isinstance(chance, (int, float)):
@@ -39,7 +40,7 @@ def bar_plot(path: Path, bars: dict[str, dict[str, tuple[float, tuple[float, flo
         ax.text(len(labels) - 0.5, value, f" {name}", va="center", fontsize=7, alpha=0.7)
     ax.set_xticks(range(len(labels)), labels, rotation=20 if len(labels) > 5 else 0, ha="right" if len(labels) > 5 else "center")
     ax.set_ylim(0, 105)
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()

@@ -31,6 +31,19 @@ def lora_adapter_dir(tiny_model_dir, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def tiny_endpoint(tiny_model_dir):
+    """The tiny model, served as "base" by the embedded engine behind the real HTTP API on 127.0.0.1."""
+    from serve.api import start_in_thread
+    from serve.engine import EmbeddedEngine
+
+    engine = EmbeddedEngine(tiny_model_dir, {}, served_name="base")
+    url, stop = start_in_thread(engine, "127.0.0.1", 0)
+    yield url
+    stop()
+    engine.close()
+
+
 @pytest.fixture(scope="session")
 def face_png(tmp_path_factory) -> Path:
     """A small drawn face (head, eyes, smile) saved as PNG."""

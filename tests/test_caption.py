@@ -19,20 +19,14 @@ from PIL import Image
 
 from bad_inputs import ASTRONAUT, bad_images, save, two_faces
 from facellm.schema import json_schema
-from serve.api import start_in_thread
 from serve.caption import CaptionConfig, CaptionError, collect_images, export_results, run_captioning
-from serve.engine import EmbeddedEngine
 
 SCHEMA = json_schema()
 
 
 @pytest.fixture(scope="module")
-def endpoint(tiny_model_dir):
-    engine = EmbeddedEngine(tiny_model_dir, {}, served_name="base")
-    url, stop = start_in_thread(engine, "127.0.0.1", 0)
-    yield url
-    stop()
-    engine.close()
+def endpoint(tiny_endpoint):
+    return tiny_endpoint
 
 
 def lines(path):

@@ -15,17 +15,11 @@ from data_pipeline.synthetic import generate
 from data_pipeline.templates import ATTRIBUTES_ONLY
 from data_pipeline.templates import IDENTITY_QUESTIONS as TRAINING_IDENTITY_QUESTIONS
 from facellm.mcq import wilson
-from serve.api import start_in_thread
-from serve.engine import EmbeddedEngine
 
 
 @pytest.fixture(scope="module")
-def endpoint(tiny_model_dir):
-    engine = EmbeddedEngine(tiny_model_dir, {}, served_name="base")
-    url, stop = start_in_thread(engine, "127.0.0.1", 0)
-    yield url
-    stop()
-    engine.close()
+def endpoint(tiny_endpoint):
+    return tiny_endpoint
 
 
 def facellm(*args):
