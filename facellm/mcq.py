@@ -90,7 +90,7 @@ def load_benchmark(path: str | Path, prepend: bool = False) -> list[Question]:
 # ------------------------------------------------------------ answer letters
 
 _MARKER = re.compile(  # "Answer: B", "the answer is (B)", "Option B", "correct choice: **b**"
-    r"(?:answer|option|choice)(?:\s+(?:is|would\s+be|should\s+be))?\s*[:=\-]?\s*(?:option\s+)?"
+    r"\b(?:answer|option|choice)(?:\s+(?:is|would\s+be|should\s+be))?\s*[:=\-]?\s*(?:option\s+)?"
     r"[\(\[\*]*\s*([A-Ha-h])\s*[\)\]\*]*(?![\w'])", re.I)
 _BRACKETED = re.compile(r"[\(\[]\s*([A-H])\s*[\)\]]")
 _LEADING = re.compile(r"^[\s\*\"'`>#]*([A-H])(?:\s*[\.\):\-,'\"\*]|\s*$|\s+(?=[A-Z0-9(\"']))")
@@ -115,8 +115,11 @@ def extract_letter(answer: str, options: list[str]) -> str | None:
         distinct = {f.upper() for f in found if f.upper() in letters}
         return distinct.pop() if len(distinct) == 1 else None
 
-    for pattern in (_MARKER, _BRACKETED):
-        if (letter := valid(pattern.findall(text))) is not None:
+    # a lower-case letter after a marker is a word ("my answer a bit later"), unless nothing follows it
+    marked = [m.group(1) for m in _MARKER.finditer(text)
+              if m.group(1).isupper() or not re.match(r"\s+[a-z]", text[m.end():])]
+    for found in (marked, _BRACKETED.findall(text)):
+        if (letter := valid(found)) is not None:
             return letter
     several = len({c for c in _STANDALONE.findall(text) if c in letters}) > 1  # "Either B or C"
     for pattern in () if several else (_LEADING, _IS_LETTER, _TRAILING):

@@ -55,6 +55,7 @@ STYLES = [
     ("'B'", OPTIONS, "B"),
     ("> C", OPTIONS, "C"),
     ("I think the answer should be D because of the visible wrinkles.", OPTIONS, "D"),
+    ("My answer a bit later; first: C", OPTIONS, "C"),  # "answer a" is not a pick of A
 ]
 
 
