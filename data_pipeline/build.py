@@ -58,7 +58,7 @@ def split_sizes(n: int, val_size: float, test_size: float) -> dict[str, int]:
     return {"train": n - val - test, "validation": val, "test": test}
 
 
-def _save(image: Image.Image, path: Path) -> None:
+def save_png(image: Image.Image, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     image.save(tmp, format="PNG")
     os.replace(tmp, path)  # a killed run never leaves a truncated image behind
@@ -76,7 +76,7 @@ def synthetic_faces(split: str, index: int, cfg: BuildConfig) -> list[Face]:
     path = cfg.out / rel
     image, faces, _ = synthetic.generate_scene(index, stream, cfg.image_size, cfg.scene)
     if not path.exists():
-        _save(image, path)
+        save_png(image, path)
     key = f"synthetic-{split}-{index:06d}"
     scene_pairs = [] if cfg.scene.plain else scene_qa([f.labels for f in faces], random.Random(key), cfg.templates.kinds)
     if len(faces) == 1:
@@ -89,7 +89,7 @@ def synthetic_faces(split: str, index: int, cfg: BuildConfig) -> list[Face]:
         crop_rel = f"images/{split}/{index:06d}_face{k}.png"
         crop = image.crop((k * size, 0, (k + 1) * size, size))
         if not (cfg.out / crop_rel).exists():
-            _save(crop, cfg.out / crop_rel)
+            save_png(crop, cfg.out / crop_rel)
         box = [round(f.box[0] - k * size, 1), f.box[1], round(f.box[2] - k * size, 1), f.box[3]]
         info = {"box": box, "cues": _cues(crop, box), "occlusion": f.occlusion}
         out.append(Face(f"{key}-face{k}", crop_rel, f.labels, split, "synthetic", info, f.observations))

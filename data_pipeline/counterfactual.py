@@ -10,12 +10,13 @@ answer about an unchanged attribute can only change because of the changed one. 
 from __future__ import annotations
 
 import json
-import os
 import random
 from dataclasses import replace
 from pathlib import Path
 
 from data_pipeline import synthetic
+from data_pipeline.build import save_png
+from data_pipeline.export import atomic_write
 from data_pipeline.templates import answer, question
 
 CHANGES = {"skin_tone": tuple(synthetic.SKIN), "glasses": ("yes", "no"), "hair_color": tuple(synthetic.HAIR),
@@ -42,10 +43,9 @@ def build_counterfactuals(out: str | Path, faces: int = 20, seed: int = 0, size:
             key = f"cf-{face:04d}/{change}"
             rel = f"images/{face:04d}-{change.replace('=', '-')}.png"
             if not (out / rel).exists():
-                tmp = out / f"{rel}.tmp"
-                synthetic.render(variant).save(tmp, format="PNG")
-                os.replace(tmp, out / rel)
+                save_png(synthetic.render(variant), out / rel)
             records += [_record(key, rel, variant.labels, asked, face) for asked in CHANGES]
     path = out / "counterfactual.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with atomic_write(path) as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
     return path

@@ -16,6 +16,11 @@ def api_base(endpoint: str) -> str:
     return endpoint if endpoint.endswith("/v1") else f"{endpoint}/v1"
 
 
+def json_schema_format(schema: dict, name: str) -> dict:
+    """OpenAI's ``response_format`` asking for JSON valid under ``schema`` (vLLM and facellm decode under it)."""
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
+
+
 def openai_client(endpoint: str, api_key: str | None = None, max_retries: int = 3, timeout: float = 120):
     import openai
 

@@ -112,10 +112,8 @@ def _report(results: dict, out: Path, run_dir: Path, test: list[dict], t0: float
 
 
 def _chat_ui(base_url: str, ui_port: int, engine: str, examples: list[str]) -> None:
-    from serve.chat_ui import MAX_UPLOAD, build_ui
+    from serve.chat_ui import launch_ui
 
-    demo = build_ui(base_url, examples=examples)
     print(f"\nAPI:     {base_url}/v1  (model: {TUNED_NAME}, {engine} engine)\nchat UI: http://127.0.0.1:{ui_port}\n"
           "Ctrl-C stops both.", flush=True)
-    demo.launch(server_name="127.0.0.1", server_port=ui_port, prevent_thread_lock=False, quiet=True,
-                max_file_size=MAX_UPLOAD)
+    launch_ui(base_url, port=ui_port, examples=examples)

@@ -37,11 +37,12 @@ def identity_probe(endpoint: str, model: str, records: list[dict], image_root: P
     from facellm.client import ask_all
     from facellm.evaluation import prompt_messages, to_openai_messages
 
+    questions = [PROBE_QUESTIONS[i % len(PROBE_QUESTIONS)] for i in range(len(records))]
+
     def opening(i: int, record: dict) -> list[dict]:
         first = to_openai_messages(prompt_messages(record), record["images"], image_root)[0]
         image_parts = [p for p in first["content"] if p["type"] == "image_url"]
-        return [{"role": "user", "content": image_parts + [
-            {"type": "text", "text": PROBE_QUESTIONS[i % len(PROBE_QUESTIONS)]}]}]
+        return [{"role": "user", "content": image_parts + [{"type": "text", "text": questions[i]}]}]
 
     items = list(enumerate(records))
     replies = ask_all(endpoint, model, items, lambda item: (opening(*item), {}), api_key, concurrency,
@@ -56,14 +57,12 @@ def identity_probe(endpoint: str, model: str, records: list[dict], image_root: P
     answers = ask_all(endpoint, model, items, follow_up, api_key, concurrency, desc=f"identity follow-up {model}")
     declined = [is_refusal(r) for r in replies]
     right = [normalize(r["category"], a) == r["labels"][r["category"]] for r, a in zip(records, answers)]
-    by_question = {q: [d for (i, _), d in zip(items, declined) if PROBE_QUESTIONS[i % len(PROBE_QUESTIONS)] == q]
-                   for q in PROBE_QUESTIONS}
+    by_question = {q: [d for asked, d in zip(questions, declined) if asked == q] for q in PROBE_QUESTIONS}
     return {"conversations": len(records), "refusal_rate": sum(declined) / len(records),
             "declined_by_question": {q: sum(d) / len(d) for q, d in by_question.items() if d},
             "attribute_accuracy": sum(right) / len(records),
-            "samples": [{"id": r["id"], "question": opening(i, r)[0]["content"][-1]["text"], "reply": reply,
-                         "declined": d, "answer": a, "right": ok}
-                        for (i, r), reply, d, a, ok in zip(items, replies, declined, answers, right)]}
+            "samples": [{"id": r["id"], "question": q, "reply": reply, "declined": d, "answer": a, "right": ok}
+                        for r, q, reply, d, a, ok in zip(records, questions, replies, declined, answers, right)]}
 
 
 def markdown(results: dict[str, dict], plain: dict[str, float]) -> str:

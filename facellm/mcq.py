@@ -182,13 +182,12 @@ def ask_mcq(endpoint: str, model: str, questions: list[Question], api_key: str |
             concurrency: int = 8, constrained: bool = False, max_tokens: int = 64) -> list[str]:
     """Each question through the API, images first (as the benchmark sends them), answers in order.
     ``constrained``: the answer is decoded under a one-letter JSON schema, and returned as that letter."""
-    from facellm.client import ask_all
+    from facellm.client import ask_all, json_schema_format
     from facellm.images import load_image, to_data_url
 
     def build(q: Question) -> tuple[list[dict], dict]:
         parts = [{"type": "image_url", "image_url": {"url": to_data_url(load_image(p))}} for p in q.images]
-        extra = {"response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": answer_schema(q)}}
-                 } if constrained else {}
+        extra = {"response_format": json_schema_format(answer_schema(q), "answer")} if constrained else {}
         return [{"role": "user", "content": parts + [{"type": "text", "text": q.prompt}]}], extra
 
     answers = ask_all(endpoint, model, questions, build, api_key, concurrency, max_tokens, desc="facexbench")

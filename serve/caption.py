@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from facellm.client import openai_client
+from facellm.client import json_schema_format, openai_client
 from facellm.errors import FacellmError
 from facellm.images import ImageError, load_image, to_data_url
 from facellm.records import load_splits
@@ -136,8 +136,7 @@ class Captioner:
         """{"attributes": ...} or {"text": ...} for one image; {"error": ...} when the answer is unusable."""
         import openai
 
-        extra = {"response_format": {"type": "json_schema", "json_schema": {"name": "face", "schema": self.cfg.schema}}
-                 } if self.cfg.schema else {}
+        extra = {"response_format": json_schema_format(self.cfg.schema, "face")} if self.cfg.schema else {}
         messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": to_data_url(image)}},
                                                  {"type": "text", "text": self.prompt}]}]
         try:

@@ -30,7 +30,7 @@ from pathlib import Path
 import gradio as gr
 import openai
 
-from facellm.client import openai_client
+from facellm.client import json_schema_format, openai_client
 from facellm.errors import FacellmError
 from facellm.images import ImageError, load_image, to_data_url
 from facellm.schema import ATTRIBUTES, json_schema
@@ -155,7 +155,7 @@ def build_ui(endpoint: str, api_key: str | None = None, examples: list[str] | No
         try:
             reply = client.chat.completions.create(
                 model=model or models[0], messages=messages, max_tokens=256, temperature=0,
-                response_format={"type": "json_schema", "json_schema": {"name": "face", "schema": schema}})
+                response_format=json_schema_format(schema, "face"))
         except openai.APIError as e:
             raise gr.Error(_error_message(e)) from None
         try:
