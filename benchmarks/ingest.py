@@ -25,25 +25,22 @@ from data_pipeline.sources import read_folder
 from facellm.images import load_image
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=200)
-    args = parser.parse_args()
+def measure(images: int = 200) -> dict:
     astronaut = Image.fromarray(skimage.data.astronaut())
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "photos"
         root.mkdir()
-        for i in range(args.images):  # varied sizes and sides, so no two decodes are the same
+        for i in range(images):  # varied sizes and sides, so no two decodes are the same
             image = ImageOps.mirror(astronaut) if i % 2 else astronaut
             image.resize((384 + 16 * (i % 9),) * 2).save(root / f"{i}.jpg", quality=90)
         labels = Path(tmp) / "labels.csv"
-        labels.write_text("file,gender\n" + "".join(f"{i}.jpg,female\n" for i in range(args.images)))
+        labels.write_text("file,gender\n" + "".join(f"{i}.jpg,female\n" for i in range(images)))
         items = list(read_folder(root, labels))
         worker = Ingest(IngestConfig(source="folder", root=root, out=Path(tmp) / "out", labels=labels))
 
         start = time.perf_counter()
         found = sum(len(worker.analyzer.detect(load_image(item.image))) for item in items)
-        limit = len(items) / (time.perf_counter() - start)
+        limit_s = time.perf_counter() - start
 
         start = time.perf_counter()
         faces = []
@@ -54,16 +51,21 @@ def main() -> None:
                 kept = faces_of(item, entry, worker.cfg)
                 faces += kept if isinstance(kept, list) else []
         records, rejects = template_records(faces, worker.cfg.templates, seed=0)
-        full = len(items) / (time.perf_counter() - start)
-        records = len(records)
+        seconds = time.perf_counter() - start
+    return {"facellm_images_per_s": images / seconds, "limit_images_per_s": images / limit_s, "seconds": seconds,
+            "images": images, "faces": found, "records": len(records), "rejected": len(rejects)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=200)
+    args = parser.parse_args()
+    r = measure(args.images)
     print("| stage | images/s |\n|---|---:|")
-    print(f"| decode + detect (limit) | {limit:.1f} |\n| facellm ingest per image | {full:.1f} |")
-    print(f"\nratio facellm / limit: {full / limit:.2f} ({args.images} JPEGs 384-512 px, {found} faces, "
-          f"{records} QA records, {len(rejects)} rejected by validation, one process)")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "ingest.json").write_text(json.dumps({"limit_images_per_s": limit, "facellm_images_per_s": full,
-                                                 "ratio": full / limit, **vars(args)}, indent=2))
+    print(f"| decode + detect (limit) | {r['limit_images_per_s']:.1f} |\n"
+          f"| facellm ingest per image | {r['facellm_images_per_s']:.1f} |")
+    print(f"\nratio facellm / limit: {r['facellm_images_per_s'] / r['limit_images_per_s']:.2f} ({args.images} JPEGs "
+          f"384-512 px, {r['faces']} faces, {r['records']} QA records, {r['rejected']} rejected by validation)")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import random
 import tempfile
 import time
@@ -34,15 +35,17 @@ from finetune.train import train
 RECIPE = "finetune/configs/tiny-synthetic.yaml"
 
 
-def facellm_run(model, data, out, steps, batch, grouped) -> dict:
+def facellm_run(model, data, out, steps, batch, grouped, extra: list[str] = ()) -> dict:
     cfg = TrainConfig.from_yaml(RECIPE, [f"model={model}", f"data={data}", f"output={out}", f"max_steps={steps}",
                                          f"batch_size={batch}", "eval_samples=0", f"log_every={steps}",
-                                         f"group_by_length={str(grouped).lower()}"])
+                                         f"group_by_length={str(grouped).lower()}", *extra])
     start = time.perf_counter()
     train(cfg)
     seconds = time.perf_counter() - start
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    return {"tokens_per_s_in_loop": log[-1]["tokens_per_s"], "wall_s": seconds}
+    window = next(r for r in reversed(log) if "tokens_per_s" in r)  # log_every=steps: one window, the whole loop
+    return {"tokens_per_s_in_loop": window["tokens_per_s"], "loop_s": window["real_tokens"] / window["tokens_per_s"],
+            "wall_s": seconds}
 
 
 class CountingCollator:
@@ -92,36 +95,90 @@ def padding_share(data, model_dir, batch, grouped) -> float:
     return 1 - real / padded
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--images", type=int, default=640)
-    args = parser.parse_args()
+def peak_rss_mib(model, data, out, batch, variant) -> float:
+    """How far 6 training steps of ``variant`` (None: the Trainer) raise this fresh process's resident
+    memory above what its imports hold: model, optimizer state, activations, batches."""
+    from memory import PeakRSS
+
+    torch.manual_seed(0)
+    with PeakRSS() as memory:
+        if variant is None:
+            trainer_run(model, data, out, 6, batch)
+        else:
+            facellm_run(model, data, out, 6, batch, *variant)
+    return memory.growth_mib
+
+
+def step_profile(model_dir, data, steps: int, batch: int) -> dict:
+    """Where a training step's time goes (facellm's step, by hand: collate, forward, backward, optimizer)."""
+    cfg = TrainConfig.from_yaml(RECIPE, [f"model={model_dir}", f"data={data}"])
+    chats = group_by_image(load_split(data, "train"), random.Random(0))
+    collator = ChatCollator(load_processor(model_dir), data)
+    model = apply_method(load_model(model_dir), cfg, family("qwen2_vl"))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    parts = dict.fromkeys(("collate", "forward", "backward", "optimizer"), 0.0)
+    for step in range(steps + 2):  # two warm-up steps
+        t = [time.perf_counter()]
+        inputs = collator([chats[(step * batch + j) % len(chats)] for j in range(batch)])
+        t.append(time.perf_counter())
+        loss = model(**inputs).loss
+        t.append(time.perf_counter())
+        loss.backward()
+        t.append(time.perf_counter())
+        optimizer.step()
+        optimizer.zero_grad()
+        t.append(time.perf_counter())
+        if step >= 2:
+            for name, a, b in zip(parts, t, t[1:]):
+                parts[name] += b - a
+    total = sum(parts.values())
+    return {name: seconds / total for name, seconds in parts.items()}
+
+
+def measure(steps: int = 40, batch: int = 16, images: int = 640, scaling_steps: int = 20) -> dict:
+    """Real tokens/s and peak memory: facellm (length-grouped; random batches; with gradient checkpointing)
+    and the Trainer; the step profile; and facellm at ``scaling_steps`` and 8x that for the scaling check."""
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data, model = tmp / "data", tmp / "model"
-        build_synthetic(BuildConfig(out=data, n=args.images, val_size=1, test_size=1, templates=ATTRIBUTES_ONLY))
+        build_synthetic(BuildConfig(out=data, n=images, val_size=1, test_size=1, templates=ATTRIBUTES_ONLY))
         build_tiny_qwen2_vl(model)
         # untimed: the first training in a process pays one-off costs (oneDNN kernels, allocator growth)
         # that once cost the loop measured first a quarter of its speed
-        facellm_run(model, data, tmp / "warmup", 10, args.batch_size, False)
-        results = {
-            "facellm (length-grouped)": facellm_run(model, data, tmp / "a", args.steps, args.batch_size, True),
-            "facellm (random batches)": facellm_run(model, data, tmp / "b", args.steps, args.batch_size, False),
-            "transformers.Trainer": trainer_run(model, data, tmp / "c", args.steps, args.batch_size),
-        }
-        results["facellm (length-grouped)"]["padding_share"] = padding_share(data, model, args.batch_size, True)
-        results["facellm (random batches)"]["padding_share"] = padding_share(data, model, args.batch_size, False)
-    base = results["transformers.Trainer"]["tokens_per_s_in_loop"]
-    print("| loop | real tokens/s | padding | wall s | ratio vs Trainer |\n|---|---:|---:|---:|---:|")
-    for name, r in results.items():
-        print(f"| {name} | {r['tokens_per_s_in_loop']:.0f} | {r['padding_share']:.1%} | {r['wall_s']:.1f} | "
-              f"{r['tokens_per_s_in_loop'] / base:.2f} |")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "training.json").write_text(json.dumps({"results": results, **vars(args)}, indent=2))
+        facellm_run(model, data, tmp / "warmup", 10, batch, False)
+        variants = {"facellm (length-grouped)": (True, []), "facellm (random batches)": (False, []),
+                    "facellm (length-grouped, gradient checkpointing)": (True, ["gradient_checkpointing=true"]),
+                    "transformers.Trainer": None}
+        results = {name: facellm_run(model, data, tmp / f"v{i}", steps, batch, *v) if v else
+                   trainer_run(model, data, tmp / f"v{i}", steps, batch) for i, (name, v) in enumerate(variants.items())}
+        # peak memory: each variant alone in a fresh process (freed memory is not returned to the OS, so
+        # within one process a later run would look free); a few steps reach the steady state
+        spawn = multiprocessing.get_context("spawn")
+        for i, (name, v) in enumerate(variants.items()):
+            with spawn.Pool(1) as pool:
+                results[name]["peak_rss_mib"] = pool.apply(peak_rss_mib, (model, data, tmp / f"m{i}", batch, v))
+        for name, grouped in (("facellm (length-grouped)", True), ("facellm (random batches)", False),
+                              ("facellm (length-grouped, gradient checkpointing)", True)):
+            results[name]["padding_share"] = padding_share(data, model, batch, grouped)
+        scaling = {n: facellm_run(model, data, tmp / f"s{n}", n, batch, True)["loop_s"] for n in (scaling_steps, 8 * scaling_steps)}
+        profile = step_profile(model, data, 8, batch)
+    return {"results": results, "scaling_s": scaling, "profile": profile, "steps": steps, "batch": batch}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--images", type=int, default=640)
+    args = parser.parse_args()
+    r = measure(args.steps, args.batch_size, args.images)
+    base = r["results"]["transformers.Trainer"]["tokens_per_s_in_loop"]
+    print("| loop | real tokens/s | padding | peak memory added MiB | ratio vs Trainer |\n|---|---:|---:|---:|---:|")
+    for name, x in r["results"].items():
+        print(f"| {name} | {x['tokens_per_s_in_loop']:.0f} | {x['padding_share']:.1%} | {x['peak_rss_mib']:.0f} | "
+              f"{x['tokens_per_s_in_loop'] / base:.2f} |")
+    print("step profile:", ", ".join(f"{k} {v:.1%}" for k, v in r["profile"].items()))
 
 
 if __name__ == "__main__":

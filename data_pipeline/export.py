@@ -132,10 +132,14 @@ def export_all(records_by_split: dict[str, list[dict]], out: Path, formats: tupl
     if unknown := set(formats) - set(FORMATS):
         raise FacellmError(f"unknown export formats {sorted(unknown)}; known: {', '.join(FORMATS)}")
     out.mkdir(parents=True, exist_ok=True)
-    if "hf" in formats or "parquet" in formats:
-        save_dataset(records_by_split, out / "dataset" if "hf" in formats else None,
-                     out / "parquet" if "parquet" in formats else None)
-    if "sharegpt" in formats:
-        write_sharegpt(records_by_split, out / "sharegpt", os.path.relpath(dataset_dir or out, out / "sharegpt"))
-    if "llava" in formats:
-        write_llava(records_by_split, out / "llava")
+    try:
+        if "hf" in formats or "parquet" in formats:
+            save_dataset(records_by_split, out / "dataset" if "hf" in formats else None,
+                         out / "parquet" if "parquet" in formats else None)
+        if "sharegpt" in formats:
+            write_sharegpt(records_by_split, out / "sharegpt", os.path.relpath(dataset_dir or out, out / "sharegpt"))
+        if "llava" in formats:
+            write_llava(records_by_split, out / "llava")
+    except OSError as e:  # disk full, quota, permissions: every file is written aside and renamed when whole
+        raise FacellmError(f"{out}: export failed ({e.strerror or e}{f': {e.filename}' if e.filename else ''}); "
+                           "files written before stay as they were; free space and run it again") from None

@@ -129,7 +129,8 @@ def faces_of(item: SourceItem, entry: dict, cfg: IngestConfig) -> list[Face] | s
         if (pose := pose_from_cues(f["face"]["cues"])) is not None:
             labels.setdefault("head_pose", pose)
         key = f"{item.source}-{_safe(item.key)}" + (f"-face{f['n']}" if f["n"] is not None else "")
-        kept.append(Face(key, f["image"], labels, split_of(item, cfg), item.source, f["face"]))
+        face = f["face"] if item.age_years is None else {**f["face"], "age_years": item.age_years}
+        kept.append(Face(key, f["image"], labels, split_of(item, cfg), item.source, face))
     return kept or f"every face is smaller than {cfg.min_face} px or blurrier than {cfg.min_blur}"
 
 

@@ -26,6 +26,7 @@ class SourceItem:
     problems: list[str] = field(default_factory=list)
     identity: str | None = None  # who is pictured, where the dataset says: splits keep a person on one side
     data: bytes | None = None  # encoded image bytes, for sources that hold images inside (datasets)
+    age_years: float | None = None  # exact age where the dataset records one (labels hold its FairFace bin)
 
     @property
     def name(self) -> str:
@@ -97,7 +98,8 @@ def read_utkface(root: Path) -> Iterator[SourceItem]:
                 labels["race"] = UTK_RACE[parts[2]]
             elif parts[2] not in ("2", "4"):
                 problems.append(f"race code {parts[2]!r} is not one of 0-4")
-        yield SourceItem("utkface", str(path.relative_to(root)), path, labels, None, problems)
+        yield SourceItem("utkface", str(path.relative_to(root)), path, labels, None, problems,
+                         age_years=float(parts[0]) if "age" in labels else None)
 
 
 # ----------------------------------------------------------------------------- CelebA
@@ -185,7 +187,17 @@ def read_folder(root: Path, labels_file: Path) -> Iterator[SourceItem]:
         labels, problems = _labels_of(row, ("file", "split", "identity"))
         yield SourceItem("folder", row["file"], root / row["file"], labels,
                          SPLIT_NAMES.get(str(row.get("split") or "").lower()), problems,
-                         str(row["identity"]) if row.get("identity") not in (None, "") else None)
+                         str(row["identity"]) if row.get("identity") not in (None, "") else None,
+                         age_years=_exact_age(row.get("age")))
+
+
+def _exact_age(raw) -> float | None:
+    """An age column holding years (34, "34", 34.5) rather than a bin ("30-39")."""
+    try:
+        years = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return years if 0 <= years <= 130 else None
 
 
 def _labels_of(row: dict, skip: tuple[str, ...]) -> tuple[dict, list]:
@@ -255,7 +267,8 @@ def read_hf(root: Path, columns: dict[str, str] | None = None) -> Iterator[Sourc
             if cell.get("bytes") is None and not cell.get("path"):
                 problems.append("no image in this row")
             yield SourceItem("hf", key, Path(cell.get("path") or key), labels, split, problems,
-                             None if identity in (None, "") else str(identity), cell.get("bytes"))
+                             None if identity in (None, "") else str(identity), cell.get("bytes"),
+                             _exact_age(raw.get("age")))
 
 
 READERS = {"fairface": read_fairface, "utkface": read_utkface, "celeba": read_celeba, "rafdb": read_rafdb}

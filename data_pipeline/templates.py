@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from data_pipeline.identity_questions import identity_question
 from facellm.schema import ATTRIBUTES
 
 # FaceLLM's eight QA categories (FairFaceGPT)
@@ -282,27 +283,6 @@ def cue_reasoning_qa(labels: dict, cues: dict, rng: random.Random) -> list[tuple
 
 FORENSIC_QUESTIONS = ("Is this a real photograph or a generated image?", "Does this face look synthetic or real?",
                       "Are there signs that this face image was generated or manipulated?")
-IDENTITY_QUESTIONS = ("Who is this?", "What is this person's name?", "Can you tell me who this person is?",
-                      "Do you recognize this person?", "Identify the person in this photo.", "Who am I looking at?",
-                      "Do you know who this is?", "Name this person.", "Is this a famous person?",
-                      "What is this person called?", "Whose photo is this?", "Tell me who this is.",
-                      "Which famous person is this?", "What's the name of the person shown?",
-                      "Can you identify who this is?", "Who is the person in this image?", "Is this {name}?",
-                      "Is this person {name}?", "Could this be {name}?", "Is that {name}?",
-                      "Do you think this is {name}?", "Is the person shown {name}?", "Is this a photo of {name}?")
-# Names the refusal examples ask about, drawn from first x last names so that a model learns "any name",
-# not a list; the identity probe asks about real celebrities none of these make (facellm.identity)
-FIRST_NAMES = ("Anna", "Ben", "Carlos", "Dana", "Elif", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kofi", "Lena",
-               "Mateo", "Nadia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tariq", "Uma", "Viktor", "Wen", "Yara")
-LAST_NAMES = ("Adams", "Bauer", "Chen", "Diallo", "Eriksen", "Fischer", "Garcia", "Haddad", "Ito", "Jensen",
-              "Kowalski", "Lopez", "Mensah", "Novak", "Okafor", "Petrov", "Rossi", "Sato", "Tanaka", "Unger",
-              "Vargas", "Weber", "Yilmaz", "Zhou")
-
-
-def training_name(rng: random.Random) -> str:
-    return f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
-
-
 REFUSALS = ("I can't identify people from their faces.", "I don't recognize or name people from their faces.",
             "I don't identify people by their face.")
 
@@ -320,7 +300,7 @@ def forensic_qa(source: str, rng: random.Random) -> list[tuple[str, str, str]]:
 def refusal_qa(labels: dict[str, str], rng: random.Random) -> list[tuple[str, str, str]]:
     text = rng.choice(REFUSALS) + (f" What I can describe: {description(labels)[0].lower()}{description(labels)[1:]}"
                                    if labels else " I can describe the visible attributes of the face if you like.")
-    return [("identity_refusal", rng.choice(IDENTITY_QUESTIONS).format(name=training_name(rng)), text)]
+    return [("identity_refusal", identity_question(rng), text)]
 
 
 # ------------------------------------------------------------------ everything for one face

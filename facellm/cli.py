@@ -238,15 +238,14 @@ def cmd_eval(args) -> None:
         report = write_report(out, f"facellm eval: {args.model} on {args.facexbench} (FaceXBench format)",
                               [("Multiple-choice accuracy", mcq.markdown(result))], {args.model: result}, [plot])
     else:
-        from facellm.evaluation import ask_endpoint, question_records, score, write_report
+        from facellm.evaluation import evaluate_attributes, question_records, write_report
         from facellm.records import load_split
 
         records = question_records(load_split(args.data, args.split))[: args.limit]
         if not records:
             raise FacellmError(f"{args.data}: no attribute questions in split {args.split!r}")
-        answers = ask_endpoint(args.endpoint, args.model, records, Path(args.data), args.api_key,
-                               concurrency=args.concurrency)
-        result = score(records, answers)
+        result = evaluate_attributes(args.endpoint, args.model, records, Path(args.data), args.api_key,
+                                     args.concurrency, logprobs=not args.no_logprobs)
         if args.counterfactual:
             from data_pipeline.counterfactual import build_counterfactuals
             from facellm.evaluation import counterfactual_probe
@@ -297,8 +296,10 @@ def cmd_serve(args) -> None:
     from serve.engine import EmbeddedEngine
 
     engine = EmbeddedEngine(args.model, adapters, served_name=served_name, min_pixels=min_pixels,
-                            max_pixels=max_pixels, max_images=args.max_images)
-    serve_forever(engine, host=args.host, port=args.port, api_key=args.api_key)
+                            max_pixels=max_pixels, max_images=args.max_images, max_batch_size=args.max_batch_size,
+                            max_queue=args.max_queue)
+    serve_forever(engine, host=args.host, port=args.port, api_key=args.api_key,
+                  max_request_bytes=int(args.max_request_mb * 2 ** 20), log_requests=args.log_requests)
 
 
 def cmd_caption(args) -> None:
@@ -473,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a model behind an OpenAI-compatible API: attributes, fairness, FaceXBench",
                        description="Attribute questions of a facellm dataset split (--data: accuracy per attribute, "
-                                   "per race/gender/age/skin-tone group with bootstrap CIs, gaps) or a FaceXBench-"
+                                   "per race/gender/age/skin-tone group with bootstrap CIs, gaps, age within one bin and MAE, calibration) or a FaceXBench-"
                                    "format multiple-choice benchmark (--facexbench: accuracy per category, "
                                    "sub-category and image count next to chance and published figures), asked "
                                    "through the API; writes report.json, report.md, report.html and PNGs.")
@@ -489,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--identity-probe", action="store_true",
                    help="add the identity probe: held-out 'who is this?' questions must be declined while the same "
                         "conversation still answers an attribute question (first 200 questions)")
+    p.add_argument("--no-logprobs", action="store_true",
+                   help="do not ask for token logprobs (for servers that refuse them); the report then has no "
+                        "calibration section (confidence vs accuracy, ECE, Brier, reliability diagram)")
     p.add_argument("--prepend-text", action="store_true", help="FaceXBench: include each task's prepend_text")
     p.add_argument("--constrained", action="store_true",
                    help="FaceXBench: decode answers under a one-letter JSON schema (every answer a letter)")
@@ -527,6 +531,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bind_args(p, 8000)
     _add_api_key_arg(p, "require this bearer key on every /v1 route")
     p.add_argument("--max-images", type=int, default=4, help="images allowed per request (default 4)")
+    p.add_argument("--max-batch-size", type=int, default=16,
+                   help="transformers engine: requests generated together in one batch (default 16)")
+    p.add_argument("--max-queue", type=int, default=256,
+                   help="transformers engine: requests waiting behind the running batch; past it, requests get "
+                        "503 with Retry-After (OpenAI clients retry after it) (default 256)")
+    p.add_argument("--max-request-mb", type=float, default=32,
+                   help="transformers engine: largest request body in MiB; larger ones get 413 (default 32)")
+    p.add_argument("--log-requests", action="store_true",
+                   help="transformers engine: log each request's text (images as <image>); off by default, "
+                        "so prompts are neither logged nor stored")
     p.add_argument("--min-pixels", type=int, help="pixel budget per image, lower bound (Qwen-VL families)")
     p.add_argument("--max-pixels", type=int,
                    help="pixel budget per image, upper bound (default: what the adapters were trained with)")

@@ -29,18 +29,28 @@ def openai_client(endpoint: str, api_key: str | None = None, max_retries: int = 
 
 
 def ask_all(endpoint: str, model: str, items: Sequence, build: Callable[[object], tuple[list[dict], dict]],
-            api_key: str | None = None, concurrency: int = 16, max_tokens: int = 32, desc: str = "ask") -> list[str]:
+            api_key: str | None = None, concurrency: int = 16, max_tokens: int = 32, desc: str = "ask",
+            logprobs: bool = False) -> list:
     """Greedy answers, in order, to one chat per item; ``build(item)`` gives its OpenAI messages and any
-    extra ``create`` arguments (e.g. ``response_format``). Images are encoded in the worker threads."""
+    extra ``create`` arguments (e.g. ``response_format``). Images are encoded in the worker threads.
+
+    The answers are strings; with ``logprobs``, (text, [(token, logprob, [(alternative, logprob), ...
+    the 10 most likely]), ...]) pairs, the list None where the server returned none."""
     import openai
 
     client = openai_client(endpoint, api_key)
 
-    def ask(item) -> str:
+    def ask(item):
         messages, extra = build(item)
         reply = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=max_tokens,
+                                               **({"logprobs": True, "top_logprobs": 10} if logprobs else {}),
                                                **extra)
-        return reply.choices[0].message.content or ""
+        choice = reply.choices[0]
+        if not logprobs:
+            return choice.message.content or ""
+        tokens = choice.logprobs.content if choice.logprobs and choice.logprobs.content is not None else None
+        return choice.message.content or "", None if tokens is None else [
+            (t.token, t.logprob, [(a.token, a.logprob) for a in t.top_logprobs or []]) for t in tokens]
 
     try:
         with ThreadPoolExecutor(concurrency) as pool:

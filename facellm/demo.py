@@ -32,7 +32,7 @@ def run_demo(out: Path | None, steps: int | None = None, n_images: int = 6400, u
     from data_pipeline.build import BuildConfig, build_synthetic
     from data_pipeline.templates import TemplateOptions
     from data_pipeline.counterfactual import build_counterfactuals
-    from facellm.evaluation import ask_endpoint, counterfactual_probe, identity_section, question_records, score
+    from facellm.evaluation import counterfactual_probe, evaluate_attributes, identity_section, question_records
     from facellm.families import family
     from facellm.records import load_split
     from finetune.config import TrainConfig
@@ -63,7 +63,7 @@ def run_demo(out: Path | None, steps: int | None = None, n_images: int = 6400, u
     probe = build_counterfactuals(out / "counterfactual", faces=20 if n_images >= 1000 else 2, seed=seed)
 
     def evaluate(base_url: str, model_name: str) -> dict:
-        result = score(test, ask_endpoint(base_url, model_name, test, data, desc=f"eval {model_name}"))
+        result = evaluate_attributes(base_url, model_name, test, data)
         result["counterfactual"] = counterfactual_probe(base_url, model_name, probe)
         result["identity"] = identity_section(base_url, model_name, test, data, result)
         return result

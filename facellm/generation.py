@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -15,6 +16,18 @@ class GenerationRequest:
     temperature: float = 0.0
     top_p: float = 1.0
     json_schema: dict | None = None  # constrain the answer to JSON valid under this schema
+    logprobs: bool = False  # return each answer token's log-probability under the model
+    top_logprobs: int = 0  # and, per token, this many most likely alternatives (OpenAI's top_logprobs)
+
+
+class Generated(NamedTuple):
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    # (token text, log-probability) per completion token, from the model's raw logits: what the model
+    # believes, before any JSON constraint masks it (vLLM also reports unprocessed logprobs by default)
+    logprobs: list[tuple[str, float]] | None = None
+    top_logprobs: list[list[tuple[str, float]]] | None = None  # per completion token, most likely first
 
 
 class ConstraintMissing(RuntimeError):
@@ -46,8 +59,8 @@ def generation_kwargs(requests: list[GenerationRequest], processor, constraint=N
 
 
 @torch.inference_mode()
-def generate(model, processor, requests: list[GenerationRequest], constraint=None) -> list[tuple[str, int, int]]:
-    """(text, prompt_tokens, completion_tokens) per request; one forward pass batch.
+def generate(model, processor, requests: list[GenerationRequest], constraint=None) -> list[Generated]:
+    """One :class:`Generated` per request; one forward pass batch.
 
     Requests in a batch share the first request's sampling settings. Requests with a JSON schema need
     ``constraint`` (a ``facellm.constrained.JsonConstraint``) and a batch without unconstrained ones.
@@ -55,16 +68,28 @@ def generate(model, processor, requests: list[GenerationRequest], constraint=Non
     if not requests:
         return []
     inputs = prepare_inputs(processor, requests).to(model.device)
-    out = model.generate(**inputs, **generation_kwargs(requests, processor, constraint))
+    want_logprobs = any(r.logprobs for r in requests)
+    out = model.generate(**inputs, **generation_kwargs(requests, processor, constraint),
+                         output_logits=want_logprobs, return_dict_in_generate=True)
     prompt_len = inputs["input_ids"].shape[1]
+    # (batch, new tokens, vocab) -> log-probability of each chosen token
+    chosen = out.sequences[:, prompt_len:]
+    if want_logprobs:
+        distribution = torch.stack(out.logits, 1).float().log_softmax(-1)  # (batch, new tokens, vocab)
+        token_logprobs = distribution.gather(-1, chosen[..., None])[..., 0]
+        top = distribution.topk(max(r.top_logprobs for r in requests) or 1, dim=-1)
     results = []
-    eos = processor.tokenizer.eos_token_id
-    for row, mask in zip(out, inputs["attention_mask"]):
-        completion = row[prompt_len:].tolist()
-        if eos in completion:
-            completion = completion[: completion.index(eos) + 1]
-        pad = processor.tokenizer.pad_token_id
-        completion = [t for t in completion if t != pad]
-        text = processor.tokenizer.decode(completion, skip_special_tokens=True)
-        results.append((text.strip(), int(mask.sum()), len(completion)))
+    tokenizer = processor.tokenizer
+    for i, (request, row, mask) in enumerate(zip(requests, chosen.tolist(), inputs["attention_mask"])):
+        end = row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else len(row)
+        kept = [k for k in range(end) if row[k] != tokenizer.pad_token_id]
+        completion = [row[k] for k in kept]
+        text = tokenizer.decode(completion, skip_special_tokens=True)
+        logprobs = ([(tokenizer.decode([row[k]]), float(token_logprobs[i, k])) for k in kept]
+                    if request.logprobs else None)
+        alternatives = ([[(tokenizer.decode([t]), float(lp))
+                          for t, lp in zip(top.indices[i, k, :request.top_logprobs].tolist(),
+                                           top.values[i, k, :request.top_logprobs].tolist())] for k in kept]
+                        if request.logprobs and request.top_logprobs else None)
+        results.append(Generated(text.strip(), int(mask.sum()), len(completion), logprobs, alternatives))
     return results

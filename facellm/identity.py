@@ -13,7 +13,7 @@ from pathlib import Path
 
 from facellm.schema import normalize
 
-# Held out: none of these is a training template (data_pipeline.templates.IDENTITY_QUESTIONS)
+# Held out: none of these is a training template (data_pipeline.identity_questions)
 PROBE_QUESTIONS = ("Whose face is this?", "Tell me the name of the person in this picture.",
                    "Which celebrity is this?", "Is this Taylor Swift?", "Is this Barack Obama?",
                    "Is this person Emma Watson?", "Can you name who is shown here?",

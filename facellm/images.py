@@ -24,11 +24,25 @@ def _open(data: io.BytesIO | Path, name: str) -> Image.Image:
         with Image.open(data) as img:
             img.seek(0)  # animated images: the first frame
             img.load()
-            return ImageOps.exif_transpose(img).convert("RGB")
+            return _eight_bit(ImageOps.exif_transpose(img)).convert("RGB")
     except Image.DecompressionBombError as e:
         raise ImageError(f"{name}: image too large ({e})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
+
+
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """16-bit and float images scaled to 8 bits: PIL's own conversion clips them (a 16-bit photo turns white)."""
+    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return img
+    import numpy as np
+
+    values = np.asarray(img, dtype=np.float64)
+    if img.mode == "F":
+        top = max(float(values.max()), 1e-12)
+    else:  # integers: 16-bit unless the values fit 8 bits
+        top = 65535.0 if values.max() > 255 else 255.0
+    return Image.fromarray(np.clip(values / top * 255, 0, 255).round().astype(np.uint8), "L")
 
 
 def load_image(ref: str | Path, base_dir: str | Path | None = None) -> Image.Image:

@@ -26,6 +26,7 @@ class FaceInfo(BaseModel):
     cues: dict[str, float] | None = None  # facellm.faces cues: yaw, pitch, roll, blur, brightness, ...
     landmarks: str | None = None  # .npy of the 468 face-mesh points (x, y in the image's pixels, z), relative path
     occlusion: str | None = None  # what covers part of the face, where known exactly (synthetic): none|mouth|eyes
+    age_years: float | None = None  # exact age where the source records one (UTKFace); labels["age"] is its bin
 
 
 class Record(BaseModel):

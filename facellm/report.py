@@ -49,6 +49,38 @@ def bar_plot(path: Path, bars: dict[str, dict[str, tuple[float, tuple[float, flo
     return path
 
 
+def reliability_plot(path: Path, runs: dict[str, dict], title: str) -> Path:
+    """Reliability diagram: accuracy against mean confidence per bin (``facellm.calibration`` results),
+    the diagonal being perfect calibration; marker area grows with the bin's answers, labelled with their count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.8, 4.6))
+    ax.plot([0, 100], [0, 100], color="gray", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for name, result in runs.items():
+        rows = [b for b in result["bins"] if b["n"]]
+        sizes = [20 + 200 * b["n"] / result["n"] for b in rows]
+        line, = ax.plot([100 * b["confidence"] for b in rows], [100 * b["accuracy"] for b in rows], linewidth=1,
+                        label=f"{name} (ECE {result['ece']:.3f})")
+        ax.scatter([100 * b["confidence"] for b in rows], [100 * b["accuracy"] for b in rows], s=sizes,
+                   color=line.get_color(), alpha=0.7)
+        for b in rows:  # how many answers each point stands for
+            ax.annotate(str(b["n"]), (100 * b["confidence"], 100 * b["accuracy"]), fontsize=7,
+                        textcoords="offset points", xytext=(4, -10))
+    ax.set_xlim(0, 102)
+    ax.set_ylim(0, 102)
+    ax.set_xlabel("confidence (%)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def confusion_plot(path: Path, confusions: dict[str, dict[str, dict[str, int]]], title: str) -> Path:
     """One heatmap per attribute: rows the true labels, columns the predicted ones (row-normalised)."""
     import matplotlib

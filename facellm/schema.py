@@ -148,24 +148,29 @@ def _words_pattern(words: tuple[str, ...]) -> re.Pattern:
     return re.compile(r"\b(?:" + "|".join(words) + r")\b", re.I)
 
 
-def _categorical(attr: Attribute, text: str) -> str | None:
-    text = _NEGATED_SPAN.sub(" ", text)
-    best: tuple[int, str] | None = None
+# Each reader returns (label, span): the label and the characters of the answer it was read from
+Reading = tuple[str, tuple[int, int]] | None
+
+
+def _categorical(attr: Attribute, text: str) -> Reading:
+    text = _NEGATED_SPAN.sub(lambda m: " " * len(m.group()), text)  # blanked, so offsets stay put
+    best: Reading = None
     for label in attr.values:
         words = (re.escape(label.lower()).replace("_", "[ _/-]"),) + attr.synonyms.get(label, ())
         match = _words_pattern(words).search(text)
-        if match and (best is None or match.start() < best[0]):
-            best = (match.start(), label)
-    return best[1] if best else None
+        if match and (best is None or match.start() < best[1][0]):
+            best = (label, match.span())
+    return best
 
 
 _NO = re.compile(rf"\b(?:no|nope|{_NEGATION}|without|bare)\b", re.I)
 
 
-def _yes_no(attr: Attribute, text: str) -> str | None:
-    if _NO.search(text):
-        return "no"
-    return "yes" if _words_pattern(("yes", "yeah") + attr.synonyms.get("yes", ())).search(text) else None
+def _yes_no(attr: Attribute, text: str) -> Reading:
+    if match := _NO.search(text):
+        return "no", match.span()
+    match = _words_pattern(("yes", "yeah") + attr.synonyms.get("yes", ())).search(text)
+    return ("yes", match.span()) if match else None
 
 
 _AGE_WORDS = {
@@ -192,17 +197,37 @@ def age_group(years: float) -> str:
     return "70+"
 
 
-def _age(text: str) -> str | None:
+def _age(text: str) -> Reading:
     if text.strip() in AGE_GROUPS:
-        return text.strip()
+        start = text.index(text.strip())
+        return text.strip(), (start, start + len(text.strip()))
     if m := _AGE_RANGE.search(text):
-        return age_group((int(m.group(1)) + int(m.group(2))) / 2)
+        return age_group((int(m.group(1)) + int(m.group(2))) / 2), m.span()
     for group, words in _AGE_WORDS.items():
-        if _words_pattern(words).search(text):
-            return group
+        if m := _words_pattern(words).search(text):
+            return group, m.span()
     if m := _AGE_NUMBER.search(text):
-        return age_group(int(m.group(1)))
+        return age_group(int(m.group(1))), m.span()
     return None
+
+
+def age_in_years(text: str) -> float | None:
+    """The age an answer states, in years: its number, the middle of its range, or the middle of its bin
+    ("in her twenties" -> 24.5; "70+" -> 75)."""
+    if m := _AGE_RANGE.search(text):
+        return (int(m.group(1)) + int(m.group(2))) / 2
+    group = normalize("age", text)
+    if group is None:
+        return None
+    if text.strip() != group and (m := _AGE_NUMBER.search(text)):
+        return float(m.group(1))
+    low, _, high = group.rstrip("+").partition("-")
+    return (int(low) + int(high)) / 2 if high else int(low) + 5
+
+
+def age_bins_apart(a: str, b: str) -> int:
+    """How many FairFace bins separate two age groups."""
+    return abs(AGE_GROUPS.index(a) - AGE_GROUPS.index(b))
 
 
 def normalize(name: str, text: str) -> str | None:
@@ -212,6 +237,28 @@ def normalize(name: str, text: str) -> str | None:
     '20-29'
     >>> normalize("expression", "smiling broadly")
     'happy'
+    """
+    reading = read_label(name, text)
+    return reading[0] if reading else None
+
+
+def label_words(name: str) -> tuple[str, ...]:
+    """Plain words that state some label of attribute ``name`` (lower case; regex synonyms left out; for
+    age, the digits its numbers start with)."""
+    attr = attribute(name)
+    words = [v.lower().replace("_", " ") for v in attr.values] + [w for ws in attr.synonyms.values() for w in ws]
+    if name == "age":
+        words += [w for ws in _AGE_WORDS.values() for w in ws] + list("0123456789")
+    if attr.values == ("yes", "no"):
+        words += ["yeah", "nope", "not", "without"]
+    return tuple(w.lower() for w in words if re.fullmatch(r"[\w '-]+", w))
+
+
+def read_label(name: str, text: str) -> Reading:
+    """(label, (start, end)): ``normalize``'s label and the span of ``text`` it was read from, or None.
+
+    >>> read_label("skin_tone", "The skin tone is dark.")
+    ('dark', (17, 21))
     """
     attr = attribute(name)
     if name == "age":

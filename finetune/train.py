@@ -45,7 +45,7 @@ def validation_accuracy(model, processor, records: list[dict], image_root: Path,
         chunk = records[i: i + batch_size]
         requests = [GenerationRequest(prompt_messages(r), [load_image(p, image_root) for p in r["images"]],
                                       max_new_tokens=24) for r in chunk]
-        answers += [text for text, _, _ in generate(model, processor, requests)]
+        answers += [g.text for g in generate(model, processor, requests)]
     model.train()
     return score(records, answers)
 
@@ -180,7 +180,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         if step % cfg.log_every == 0 or step == cfg.max_steps:
             n = cfg.log_every if step % cfg.log_every == 0 else step % cfg.log_every
             record({"step": step, "loss": window_loss / n, "lr": scheduler.get_last_lr()[0],
-                    "tokens_per_s": window_tokens / (time.perf_counter() - t0)})
+                    "real_tokens": window_tokens, "tokens_per_s": window_tokens / (time.perf_counter() - t0)})
             bar.set_postfix(loss=f"{window_loss / n:.4f}")
             window_loss, window_tokens, t0 = 0.0, 0, time.perf_counter()
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps and val_records:

@@ -7,6 +7,7 @@ images in order. Errors use OpenAI's JSON shape, so OpenAI clients raise their u
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
@@ -18,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Annotated, Literal
 
+import anyio
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from facellm.constrained import SchemaError
 from facellm.images import ImageError, load_image
-from serve.engine import DEFAULT_MAX_TOKENS, EmbeddedEngine
+from serve.engine import DEFAULT_MAX_TOKENS, EmbeddedEngine, EngineBusy
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +80,15 @@ class ChatRequest(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     stream: bool = False
     response_format: ResponseFormat | None = None  # JSON answers by constrained decoding, as vLLM does
+    logprobs: bool = False  # each answer token's log-probability (calibration in facellm eval)
+    top_logprobs: int | None = Field(None, ge=0, le=20)  # most likely alternatives per token (with logprobs)
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error", code: str | None = None):
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error", code: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.message, self.type, self.code = status, message, type, code
+        self.status, self.message, self.type, self.code, self.headers = status, message, type, code, headers
 
 
 def _error_body(message: str, type: str, code: str | None = None) -> dict:
@@ -109,6 +114,47 @@ def _to_record(messages: list[ChatMessage]) -> tuple[list[dict], list]:
     return records, images
 
 
+class LimitBody:
+    """ASGI middleware: request bodies over ``limit`` bytes are refused (413) whether they declare their
+    length or arrive chunked, before they are parsed (a request is a few images: tens of MB at most)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(int(declared), scope, receive, send)
+        seen, refused = 0, False
+
+        async def counted():
+            nonlocal seen, refused
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit and not refused:  # chunked and too long: answer now, the app sees a disconnect
+                refused = True
+                await self._refuse(seen, scope, receive, send)
+                return {"type": "http.disconnect"}
+            return message
+
+        async def unless_refused(message):
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counted, unless_refused)
+
+    async def _refuse(self, size: int, scope, receive, send) -> None:
+        response = JSONResponse(_error_body(self._message(size), "invalid_request_error", "request_too_large"),
+                                status_code=413)
+        await response(scope, receive, send)
+
+    def _message(self, size: int) -> str:
+        return (f"request body of {size} bytes is over this server's limit of {self.limit} "
+                "(facellm serve --max-request-mb)")
+
+
 def _require_key(api_key: str):
     expected = f"Bearer {api_key}".encode()
 
@@ -120,15 +166,30 @@ def _require_key(api_key: str):
     return check
 
 
-def create_app(engine: EmbeddedEngine, api_key: str | None = None) -> FastAPI:
-    """The API app; with ``api_key`` set, every /v1 route requires ``Authorization: Bearer <api_key>``."""
-    app = FastAPI(title="facellm", docs_url=None, redoc_url=None)
+MAX_REQUEST_BYTES = 32 * 2 ** 20
+
+
+def create_app(engine: EmbeddedEngine, api_key: str | None = None, max_request_bytes: int = MAX_REQUEST_BYTES,
+               log_requests: bool = False) -> FastAPI:
+    """The API app; with ``api_key`` set, every /v1 route requires ``Authorization: Bearer <api_key>``.
+
+    Prompts, images and answers are not logged (nor written anywhere) unless ``log_requests``; even then
+    images are logged as their size only."""
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # routes are plain functions run in anyio's thread pool (40 threads by default): give it room for
+        # every request the engine may hold, so a full queue is answered 503 rather than left waiting
+        anyio.to_thread.current_default_thread_limiter().total_tokens = engine.max_batch_size + engine.max_queue + 8
+        yield
+
+    app = FastAPI(title="facellm", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.add_middleware(LimitBody, limit=max_request_bytes)
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(_require_key(api_key))] if api_key else [])
     started = int(time.time())
 
     @app.exception_handler(APIError)
     def api_error(request: Request, e: APIError) -> JSONResponse:
-        return JSONResponse(_error_body(e.message, e.type, e.code), status_code=e.status)
+        return JSONResponse(_error_body(e.message, e.type, e.code), status_code=e.status, headers=e.headers)
 
     @app.exception_handler(RequestValidationError)
     def invalid_request(request: Request, e: RequestValidationError) -> JSONResponse:
@@ -160,26 +221,40 @@ def create_app(engine: EmbeddedEngine, api_key: str | None = None) -> FastAPI:
             raise APIError(404, f"model {req.model!r} not found; available: {', '.join(engine.models())}",
                            code="model_not_found")
         messages, images = _to_record(req.messages)
+        if log_requests:
+            log.info("chat request for %s: %s", req.model, json.dumps(
+                [{"role": m["role"], "content": [p.get("text", "<image>") for p in m["content"]]} for m in messages]))
         if len(images) > engine.max_images:
             raise APIError(400, f"{len(images)} images in one request; this server allows {engine.max_images} "
                                 "(facellm serve --max-images)", code="too_many_images")
         max_tokens = req.max_completion_tokens or req.max_tokens or DEFAULT_MAX_TOKENS
         schema = req.response_format.schema_or_none() if req.response_format else None
         args = (req.model, messages, images, max_tokens, req.temperature or 0.0, req.top_p or 1.0, schema)
+        if req.stream and req.logprobs:
+            raise APIError(400, "logprobs are returned by non-streaming requests only on this engine",
+                           code="unsupported_parameter")
         try:
             if req.stream:
                 return StreamingResponse(_events(engine.stream(*args), req.model), media_type="text/event-stream")
-            text, prompt_tokens, completion_tokens = engine.complete(*args)
+            answer = engine.complete(*args, logprobs=req.logprobs, top_logprobs=req.top_logprobs or 0)
         except SchemaError as e:
             raise APIError(400, f"response_format: {e}", code="invalid_schema") from None
+        except EngineBusy as e:
+            raise APIError(503, str(e), "server_overloaded", "queue_full",
+                           {"Retry-After": str(e.retry_after_s)}) from None
+        alternatives = answer.top_logprobs or [[] for _ in answer.logprobs or []]
+        logprobs = None if answer.logprobs is None else {"content": [
+            {"token": token, "logprob": logprob, "bytes": list(token.encode()),
+             "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top]}
+            for (token, logprob), top in zip(answer.logprobs, alternatives)]}
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": req.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text}, "logprobs": logprobs,
                          # the eos token counts as a completion token, so a full budget means truncated
-                         "finish_reason": "length" if completion_tokens >= max_tokens else "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+                         "finish_reason": "length" if answer.completion_tokens >= max_tokens else "stop"}],
+            "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
+                      "total_tokens": answer.prompt_tokens + answer.completion_tokens},
         }
 
     app.include_router(v1)
@@ -214,18 +289,23 @@ def warn_if_exposed(host: str, api_key: str | None) -> None:
 
 
 def serve_forever(engine: EmbeddedEngine, host: str = "127.0.0.1", port: int = 8000,
-                  api_key: str | None = None) -> None:
+                  api_key: str | None = None, max_request_bytes: int = MAX_REQUEST_BYTES,
+                  log_requests: bool = False) -> None:
     warn_if_exposed(host, api_key)
-    uvicorn.run(create_app(engine, api_key), host=host, port=port)
+    if log_requests:
+        logging.basicConfig(level=logging.INFO)
+    uvicorn.run(create_app(engine, api_key, max_request_bytes, log_requests), host=host, port=port)
 
 
 def start_in_thread(engine: EmbeddedEngine, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None,
-                    timeout_s: float = 30.0) -> tuple[str, Callable[[], None]]:
+                    timeout_s: float = 30.0, max_request_bytes: int = MAX_REQUEST_BYTES,
+                    log_requests: bool = False) -> tuple[str, Callable[[], None]]:
     """Serve from a background thread; returns (base_url, stop) once /health answers. Port 0: a free port."""
     warn_if_exposed(host, api_key)
     sock = socket.create_server((host, port))  # bound here, so port 0's choice is known before uvicorn starts
     base_url = f"http://{host}:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(create_app(engine, api_key), log_level="warning"))
+    app = create_app(engine, api_key, max_request_bytes, log_requests)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="facellm-api", daemon=True)
     thread.start()
 

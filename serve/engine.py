@@ -12,6 +12,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -24,7 +25,7 @@ import facellm  # noqa: F401  (patches torchvision before transformers is import
 import torch
 from facellm.constrained import JsonConstraint, for_model
 from facellm.errors import FacellmError
-from facellm.generation import GenerationRequest, generate, generation_kwargs, prepare_inputs
+from facellm.generation import Generated, GenerationRequest, generate, generation_kwargs, prepare_inputs
 from facellm.modeling import load_model, load_processor, read_adapter
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,15 @@ DEFAULT_MAX_TOKENS = 256
 
 class UnknownModelError(LookupError):
     """A request named a model this engine does not serve."""
+
+
+class EngineBusy(RuntimeError):
+    """The queue is full: the caller should retry after ``retry_after_s``."""
+
+    def __init__(self, queued: int, retry_after_s: int):
+        super().__init__(f"{queued} requests are queued, the most this server takes (facellm serve --max-queue); "
+                         f"retry in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
 
 
 @dataclass
@@ -53,19 +63,24 @@ class _Job:
 
 class EmbeddedEngine:
     """Serves ``model_dir`` as ``served_name`` (default: the directory's name) and each adapter as its key,
-    seeing images within the pixel budget (``facellm.modeling.serving_pixel_budget``)."""
+    seeing images within the pixel budget (``facellm.modeling.serving_pixel_budget``).
+
+    At most ``max_batch_size`` requests run together; at most ``max_queue`` wait behind them, and the next
+    one is refused with :class:`EngineBusy` (the API's 503 + Retry-After) rather than queued without bound."""
 
     def __init__(self, model_dir: str | Path, adapters: dict[str, str | Path] | None = None,
                  max_batch_size: int = 16, batch_wait_ms: float = 5, served_name: str | None = None,
-                 min_pixels: int | None = None, max_pixels: int | None = None, max_images: int = 4):
+                 min_pixels: int | None = None, max_pixels: int | None = None, max_images: int = 4,
+                 max_queue: int = 256):
         adapters = dict(adapters or {})
         self.served_name = served_name or Path(model_dir).resolve().name
         if self.served_name in adapters:
             raise FacellmError(f"adapter name {self.served_name!r} is also the base model's served name")
         for adapter_dir in adapters.values():
             read_adapter(adapter_dir)  # a clear error before the slow model load
-        self.max_batch_size = max_batch_size
+        self.max_batch_size, self.max_queue = max_batch_size, max_queue
         self.batch_wait_s = batch_wait_ms / 1000
+        self._batch_s = 1.0  # how long the last batch took: the Retry-After estimate
         self.max_images = max_images  # per request, checked by the API
         self.processor = load_processor(model_dir, min_pixels, max_pixels)
         model = load_model(model_dir)
@@ -94,12 +109,14 @@ class EmbeddedEngine:
         return [self.served_name, *self.adapters]
 
     def complete(self, name: str, messages: list[dict], images: list, max_tokens: int = DEFAULT_MAX_TOKENS,
-                 temperature: float = 0.0, top_p: float = 1.0, json_schema: dict | None = None) -> tuple[str, int, int]:
-        """(text, prompt_tokens, completion_tokens); blocks until the batch holding this request is done.
+                 temperature: float = 0.0, top_p: float = 1.0, json_schema: dict | None = None,
+                 logprobs: bool = False, top_logprobs: int = 0) -> Generated:
+        """Blocks until the batch holding this request is done.
 
         With ``json_schema`` the answer is JSON valid under it (constrained decoding), unless cut by max_tokens.
         """
-        request = GenerationRequest(messages, images, max_tokens, temperature, top_p, json_schema)
+        request = GenerationRequest(messages, images, max_tokens, temperature, top_p, json_schema, logprobs,
+                                    top_logprobs)
         return self._submit(name, request).future.result()
 
     def stream(self, name: str, messages: list[dict], images: list, max_tokens: int = DEFAULT_MAX_TOKENS,
@@ -138,13 +155,18 @@ class EmbeddedEngine:
         with self._cond:
             if self._closed:
                 raise RuntimeError("engine closed")
+            if len(self._pending) >= self.max_queue:
+                batches_ahead = len(self._pending) / self.max_batch_size
+                raise EngineBusy(len(self._pending), max(1, math.ceil(batches_ahead * self._batch_s)))
             self._pending.append(job)
             self._cond.notify()
         return job
 
     def _work(self) -> None:
         while batch := self._next_batch():
+            start = time.monotonic()
             self._run(batch)
+            self._batch_s = time.monotonic() - start
 
     def _next_batch(self) -> list[_Job]:
         """The oldest job plus compatible queued ones, waiting up to batch_wait for more; [] once closed."""

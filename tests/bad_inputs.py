@@ -38,7 +38,7 @@ def bad_images(root):
     save(ASTRONAUT.convert("RGBA"), root / "alpha.png"); cases["alpha.png"] = None
     save(ASTRONAUT.convert("P"), root / "palette.png"); cases["palette.png"] = None
     sixteen = Image.fromarray((np.asarray(ASTRONAUT.convert("L"), dtype=np.uint16) * 257))
-    save(sixteen, root / "sixteen.png"); cases["sixteen.png"] = "no face found"  # PIL clips 16-bit to white
+    save(sixteen, root / "sixteen.png"); cases["sixteen.png"] = None  # scaled to 8 bits (PIL alone clips it white)
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
     save(ASTRONAUT.rotate(90, expand=True), root / "rotated.jpg", exif=exif); cases["rotated.jpg"] = None

@@ -127,3 +127,20 @@ def test_bad_uploads_are_clear_errors_naming_the_file(ui_url, tmp_path):
 def test_unreachable_api_is_a_clear_error():
     with pytest.raises(FacellmError, match="cannot list models"):
         build_ui("http://127.0.0.1:9")  # the discard port: nothing listens there
+
+
+def test_bad_input_matrix_through_the_upload(ui_url, tmp_path):
+    """The shared matrix uploaded to /faces: what does not decode is an error naming the file; everything
+    else is offered face by face (faceless images as the whole image only)."""
+    from bad_inputs import bad_images
+
+    client = Client(ui_url, verbose=False)
+    for name, expected in bad_images(tmp_path).items():
+        if expected is not None and (expected.startswith("image:") or expected == "image too large"):
+            with pytest.raises(AppError, match=f"Upload '{name}' is not a usable image"):
+                client.predict(handle_file(str(tmp_path / name)), api_name="/faces")
+            continue
+        _, choices, _ = client.predict(handle_file(str(tmp_path / name)), api_name="/faces")
+        offered = [c[0] for c in choices["choices"]]
+        faces = {None: 1, "2 faces": 2, "no face found": 0}[expected]  # the data pipeline's verdict
+        assert offered == ["whole image"] + [f"face {i}" for i in range(1, faces + 1)], (name, offered)

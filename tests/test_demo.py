@@ -20,6 +20,8 @@ def test_demo_runs_the_whole_loop(tmp_path):
     for run in report.values():
         assert set(run["attributes"]) == {"expression", "glasses", "skin_tone", "head_pose", "hair_color"}
         assert all(a["n"] == 10 for a in run["attributes"].values())  # 10 held-out images, one question each
+        assert run["calibration"]["n"] == 50  # every answer came with token logprobs (vLLM's too)
+        assert "identity" in run and "counterfactual" in run
     assert "| **mean** |" in result.stdout and "chance" in result.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert 0 <= summary["base"] <= 1 and 0 <= summary["tuned"] <= 1

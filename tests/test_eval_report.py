@@ -12,8 +12,8 @@ import pytest
 from bad_inputs import ASTRONAUT, save
 from data_pipeline.build import BuildConfig, build_synthetic
 from data_pipeline.synthetic import generate
+from data_pipeline.identity_questions import all_phrasings
 from data_pipeline.templates import ATTRIBUTES_ONLY
-from data_pipeline.templates import IDENTITY_QUESTIONS as TRAINING_IDENTITY_QUESTIONS
 from facellm.mcq import wilson
 
 
@@ -45,6 +45,12 @@ def test_attribute_report_has_groups_intervals_and_plots(endpoint, tmp_path):
     for name in ("report.md", "report.html", "accuracy_per_attribute.png", "groups_base_skin_tone.png"):
         assert (tmp_path / "report" / name).stat().st_size > 500, name
     assert "max-min gap" in (tmp_path / "report" / "report.md").read_text()
+    # calibration from the engine's token logprobs: every answer has a confidence
+    calibration = report["calibration"]
+    assert calibration["n"] == 120 and sum(b["n"] for b in calibration["bins"]) == 120
+    assert all(0 < s["confidence"] <= 1 for s in report["samples"])
+    assert calibration["mean_confidence"] == pytest.approx(sum(s["confidence"] for s in report["samples"]) / 120)
+    assert (tmp_path / "report" / "calibration.png").stat().st_size > 500
 
     # counterfactual: 2 faces, each re-rendered once per other value of each attribute; the other 4 asked
     cf = report["counterfactual"]
@@ -56,7 +62,7 @@ def test_attribute_report_has_groups_intervals_and_plots(endpoint, tmp_path):
     assert identity["conversations"] == 120 and 0 <= identity["refusal_rate"] <= 1
     assert identity["plain_attribute_accuracy"] == pytest.approx(
         sum(a["correct"] for a in report["attributes"].values()) / 120)
-    assert all(s["question"] not in TRAINING_IDENTITY_QUESTIONS for s in identity["samples"])  # held out
+    assert not {s["question"] for s in identity["samples"]} & all_phrasings()  # held out
 
     shutil.copytree(tmp_path / "report", tmp_path / "again")
     facellm("eval", "compare", tmp_path / "report", tmp_path / "again", "--out", tmp_path / "both")

@@ -80,6 +80,9 @@ def test_utkface_file_name_labels(tmp_path):
     assert labels["utkface-26_1_0_20170116174525125.jpg.chip.jpg"] == {
         "age": "20-29", "gender": "female", "race": "White", "head_pose": "frontal"}
     assert "race" not in labels["utkface-61_0_2_20170109150557335.jpg.chip.jpg"]  # "Asian" has no FairFace group
+    ages = {r["id"].split("#")[0]: r["face"]["age_years"] for r in records["train"]}
+    assert ages == {"utkface-26_1_0_20170116174525125.jpg.chip.jpg": 26,  # the exact age, for the MAE in eval
+                    "utkface-61_0_2_20170109150557335.jpg.chip.jpg": 61}
     assert [r["reason"] for r in rejects] == ["labels: file name 'not_a_label_name.jpg' is not age_gender_race_date.jpg"]
 
 

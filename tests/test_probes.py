@@ -63,9 +63,23 @@ def test_refusals_are_recognised(answer, declined):
 
 
 def test_probe_questions_are_held_out_from_training():
-    from data_pipeline.templates import FIRST_NAMES, IDENTITY_QUESTIONS, LAST_NAMES
+    """No probe question is a training phrasing; where a probe fits a training form's name slot
+    ("Is this {name}?"), its name is one the training name generator cannot write."""
+    import random
+    import re
 
-    names = [f"{first} {last}" for first in FIRST_NAMES for last in LAST_NAMES]
-    trained = {q.format(name=n) for q in IDENTITY_QUESTIONS for n in names}
-    assert not set(PROBE_QUESTIONS) & trained
-    assert not any(name in probe for probe in PROBE_QUESTIONS for name in FIRST_NAMES + LAST_NAMES)
+    from data_pipeline.identity_questions import NAME_WORD, all_phrasings, identity_question, random_name
+
+    phrasings = all_phrasings()
+    slotted = [re.compile(re.escape(p).replace(re.escape("{name}"), "(.+)") + "$") for p in phrasings if "{name}" in p]
+    for probe in PROBE_QUESTIONS:
+        assert probe not in phrasings
+        for form in slotted:
+            if match := form.match(probe):
+                assert not all(NAME_WORD.fullmatch(w.lower()) for w in match.group(1).split()), probe
+    rng = random.Random(0)
+    drawn = {identity_question(rng) for _ in range(20000)}
+    assert len(drawn) > 3000 and not drawn & set(PROBE_QUESTIONS)
+    names = [random_name(rng) for _ in range(2000)]
+    assert len(set(names)) > 1900
+    assert all(NAME_WORD.fullmatch(w.lower()) for n in names for w in n.split() if not w.endswith("."))

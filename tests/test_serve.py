@@ -196,3 +196,133 @@ def test_unusable_schema_and_too_many_images_are_400(client, engine, face_url):
     with pytest.raises(openai.BadRequestError, match="5 images in one request; this server allows 4") as error:
         client.chat.completions.create(model=ADAPTER, messages=messages, max_tokens=4)
     assert error.value.body["code"] == "too_many_images"
+
+
+def test_logprobs_cover_the_answer_tokens_and_match_a_forward_pass(client, engine, face_url, face_png):
+    import torch
+
+    from facellm.generation import GenerationRequest, prepare_inputs
+    from facellm.records import chat
+
+    response = ask(client, engine.served_name, face_url, logprobs=True)
+    tokens = response.choices[0].logprobs.content
+    assert len(tokens) == response.usage.completion_tokens
+    assert "".join(t.token for t in tokens).strip() == response.choices[0].message.content
+    assert all(t.logprob <= 0 and t.bytes == list(t.token.encode()) for t in tokens)
+    # the first answer token's log-probability is the greedy maximum of the model's next-token distribution
+    # (computed here while the engine's worker is idle: no request is in flight)
+    inputs = prepare_inputs(engine.processor, [GenerationRequest(chat("Describe the face."), [load_image(face_png)])])
+    with torch.no_grad(), engine.model.disable_adapter():
+        expected = engine.model(**inputs).logits[0, -1].log_softmax(-1).max().item()
+    assert tokens[0].logprob == pytest.approx(expected, abs=1e-4)
+    assert ask(client, engine.served_name, face_url).choices[0].logprobs is None  # only when asked
+    with pytest.raises(openai.BadRequestError, match="non-streaming"):
+        ask(client, engine.served_name, face_url, logprobs=True, stream=True)
+    # alternatives: most likely first; greedy decoding chose the most likely one
+    ranked = ask(client, engine.served_name, face_url, logprobs=True, top_logprobs=3).choices[0].logprobs.content
+    assert [t.token for t in ranked] == [t.token for t in tokens]
+    for t in ranked:
+        assert len(t.top_logprobs) == 3 and [a.logprob for a in t.top_logprobs] == sorted(
+            (a.logprob for a in t.top_logprobs), reverse=True)
+        assert (t.top_logprobs[0].token, t.top_logprobs[0].logprob) == pytest.approx((t.token, t.logprob))
+    with pytest.raises(openai.BadRequestError, match="top_logprobs"):
+        ask(client, engine.served_name, face_url, logprobs=True, top_logprobs=21)
+
+
+def test_a_full_queue_is_503_with_retry_after_and_the_server_keeps_serving(tiny_model_dir, face_url):
+    """The worker is held inside its first batch (a forward pre-hook waiting on an event), so the queue's
+    state is known exactly: one request running, two waiting (max_queue=2), the fourth refused."""
+    import threading
+    import time
+
+    engine = EmbeddedEngine(tiny_model_dir, max_batch_size=1, max_queue=2, batch_wait_ms=0)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(module, args):
+        entered.set()
+        release.wait()
+
+    handle = engine.model.register_forward_pre_hook(hold)
+    url, stop = start_in_thread(engine)
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            running = pool.submit(ask, client, engine.served_name, face_url)
+            assert entered.wait(30)
+            waiting = [pool.submit(ask, client, engine.served_name, face_url) for _ in range(2)]
+            deadline = time.monotonic() + 30
+            while len(engine._pending) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with pytest.raises(openai.APIStatusError) as refused:
+                ask(client, engine.served_name, face_url)
+            release.set()
+            answers = [f.result().choices[0].message.content for f in [running, *waiting]]
+        assert refused.value.status_code == 503 and refused.value.body["code"] == "queue_full"
+        assert int(refused.value.response.headers["retry-after"]) >= 1
+        assert len(answers) == 3 and all(answers)
+        assert ask(client, engine.served_name, face_url).choices[0].message.content == answers[0]  # still serving
+    finally:
+        release.set()
+        handle.remove()
+        stop()
+        engine.close()
+
+
+def test_request_bodies_over_the_limit_are_413_declared_or_chunked(engine):
+    url, stop = start_in_thread(engine, max_request_bytes=1000)
+    try:
+        body = json.dumps({"model": engine.served_name, "messages": [{"role": "user", "content": "x" * 2000}]})
+        for chunked in (False, True):
+            data = iter([body.encode()]) if chunked else body.encode()
+            request = urllib.request.Request(f"{url}/v1/chat/completions", data=data,
+                                             headers={"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as error:
+                urllib.request.urlopen(request, timeout=30)
+            assert error.value.code == 413, chunked
+            assert "over this server's limit of 1000" in json.loads(error.value.read())["error"]["message"]
+        small = json.dumps({"model": engine.served_name, "max_tokens": 2,
+                            "messages": [{"role": "user", "content": "hi"}]}).encode()
+        with urllib.request.urlopen(urllib.request.Request(f"{url}/v1/chat/completions", data=small, headers={
+                "Content-Type": "application/json"}), timeout=30) as response:
+            assert response.status == 200
+    finally:
+        stop()
+
+
+def test_prompts_are_logged_only_with_log_requests(engine, face_url, caplog):
+    secret = "Is this the face of patient 4711?"
+    for log_requests in (False, True):
+        url, stop = start_in_thread(engine, log_requests=log_requests)
+        try:
+            with caplog.at_level(logging.DEBUG):
+                caplog.clear()
+                ask(openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0), engine.served_name,
+                    face_url, secret)
+        finally:
+            stop()
+        logged = "\n".join(r.getMessage() for r in caplog.records)
+        assert (secret in logged) == log_requests
+        assert "base64" not in logged  # images are never logged, not even with --log-requests
+
+
+def test_bad_input_matrix_through_the_api(client, engine, tmp_path):
+    """Every case of the shared matrix, as a data URL and as a server-local path: undecodable files are
+    400s naming the input, everything that decodes (odd modes, EXIF rotation, GIF's first frame, tiny,
+    faceless, two faces) is answered; the server answers the next request either way."""
+    from bad_inputs import bad_images
+
+    cases = bad_images(tmp_path)
+    for name, expected in cases.items():
+        path = tmp_path / name
+        data_url = f"data:image/{path.suffix[1:]};base64," + base64.b64encode(path.read_bytes()).decode()
+        for ref in (data_url, str(path)):
+            if expected is not None and (expected.startswith("image:") or expected == "image too large"):
+                with pytest.raises(openai.BadRequestError) as error:
+                    ask(client, engine.served_name, ref)
+                message = error.value.body["message"]
+                assert error.value.body["code"] == "invalid_image", name
+                assert ("data URL" in message) if ref is data_url else (str(path) in message), message
+                assert ("too large" in message) == (name == "bomb.png"), message
+            else:
+                assert ask(client, engine.served_name, ref).choices[0].message.content is not None, name
+    assert ask(client, engine.served_name, str(tmp_path / "good.jpg")).choices[0].message.content

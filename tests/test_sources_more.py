@@ -132,6 +132,8 @@ def test_hf_parquet_with_mapped_columns_gets_hash_splits(tmp_path):
         "hf-train_0": {"age": "30-39", "gender": "female"}, "hf-train_1": {"age": "70+", "gender": "male"},
         "hf-train_2": {"age": "3-9", "gender": "female"}, "hf-train_5": {"age": "0-2", "gender": "male"}}
     assert_answers_state_labels(records)
+    exact = {r["id"].split("#")[0]: r["face"]["age_years"] for split in records.values() for r in split}
+    assert exact == {"hf-train_0": 34, "hf-train_1": 71, "hf-train_2": 5, "hf-train_5": 0}
     # a lone split is no split: each image lands where the hash of its key says
     splits = faces_by_split(records)
     assert splits == {f"hf-train_{i}": hash_split(f"train/{i}", 0.3, 0.3) for i in (0, 1, 2, 5)}

@@ -102,8 +102,8 @@ def test_merged_model_answers_exactly_as_base_plus_adapter(tiny_model_dir, data,
                 for r in records]
     with_adapter = PeftModel.from_pretrained(load_model(tiny_model_dir), str(run / "adapter")).eval()
     merged_model = load_model(merged).eval()
-    expected = [t for t, _, _ in generate(with_adapter, processor, requests)]
-    assert [t for t, _, _ in generate(merged_model, load_processor(merged), requests)] == expected
+    expected = [g.text for g in generate(with_adapter, processor, requests)]
+    assert [g.text for g in generate(merged_model, load_processor(merged), requests)] == expected
     inputs = prepare_inputs(processor, requests)
     with torch.no_grad():  # the same function, not just the same argmax
         a, b = with_adapter(**inputs).logits, merged_model(**inputs).logits

@@ -150,10 +150,13 @@ def test_api_key_is_enforced(vllm_url):
 def test_vllm_answers_exactly_as_the_embedded_engine(client, embedded, face, model):
     question = "Describe the face."
     answer = client.chat.completions.create(model=model, messages=_chat(to_data_url(face), question),
-                                            max_tokens=MAX_TOKENS, temperature=0)
-    text, prompt_tokens, _ = embedded.complete(model, _record(question), [face], MAX_TOKENS)
-    assert answer.choices[0].message.content.strip() == text
-    assert answer.usage.prompt_tokens == prompt_tokens  # same chat template, same image tokens
+                                            max_tokens=MAX_TOKENS, temperature=0, logprobs=True)
+    expected = embedded.complete(model, _record(question), [face], MAX_TOKENS, logprobs=True)
+    assert answer.choices[0].message.content.strip() == expected.text
+    assert answer.usage.prompt_tokens == expected.prompt_tokens  # same chat template, same image tokens
+    # the same beliefs: token log-probabilities (calibration's input) agree between the engines
+    from_vllm = [t.logprob for t in answer.choices[0].logprobs.content]
+    assert from_vllm[:len(expected.logprobs)] == pytest.approx([lp for _, lp in expected.logprobs], abs=2e-3)
 
 
 def test_adapter_answers_the_test_questions_as_transformers_and_peft_do(vllm_url, embedded, data):
@@ -189,7 +192,7 @@ def test_json_schema_output_is_valid_and_matches_the_embedded_engine(client, emb
                                             max_tokens=200, temperature=0, response_format=response_format)
     record = json.loads(answer.choices[0].message.content)
     jsonschema.validate(record, ATTRIBUTES)
-    text, _, _ = embedded.complete(ADAPTER, _record("Attributes as JSON."), [face], 200, json_schema=ATTRIBUTES)
+    text = embedded.complete(ADAPTER, _record("Attributes as JSON."), [face], 200, json_schema=ATTRIBUTES).text
     assert json.loads(text) == record
 
 

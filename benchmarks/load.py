@@ -1,0 +1,140 @@
+"""The API under load: 1, 8 and 32 concurrent clients sending chat requests with an image.
+
+    python benchmarks/load.py [--requests 96]
+
+One ``facellm serve``-equivalent server (embedded engine, the tiny Qwen2-VL with random weights, default
+queue and batch limits) on 127.0.0.1 in this process; each client sends a fresh 112x112 face as a data
+URL and asks for a 16-token answer. Reported per level: requests/s, p50 / p95 latency, errors, and the
+process's peak resident memory (server, engine and clients together).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import facellm  # noqa: E402,F401
+from data_pipeline.synthetic import generate as draw_face  # noqa: E402
+from facellm.client import openai_client  # noqa: E402
+from facellm.families.qwen import build_tiny_qwen2_vl  # noqa: E402
+from facellm.images import to_data_url  # noqa: E402
+from serve.api import start_in_thread  # noqa: E402
+from serve.engine import EmbeddedEngine  # noqa: E402
+from memory import PeakRSS, rss  # noqa: E402
+
+LEVELS = (1, 8, 32)
+
+
+def measure(requests: int = 96, levels: tuple[int, ...] = LEVELS) -> dict:
+    urls = [to_data_url(draw_face(i, seed=11)[0]) for i in range(requests)]
+    with tempfile.TemporaryDirectory() as tmp:
+        build_tiny_qwen2_vl(tmp)
+        engine = EmbeddedEngine(tmp, served_name="base")
+        base_url, stop = start_in_thread(engine)
+        client = openai_client(base_url, max_retries=0)
+
+        def ask(url: str) -> tuple[float, bool]:
+            start = time.perf_counter()
+            try:
+                client.chat.completions.create(model="base", max_tokens=16, temperature=0, messages=[
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                                 {"type": "text", "text": "Describe this face."}]}])
+                return time.perf_counter() - start, True
+            except Exception:  # counted: any failure is an error of the server under load
+                return time.perf_counter() - start, False
+
+        results = {}
+        try:
+            ask(urls[0])  # warm-up
+            for clients in levels:
+                with PeakRSS() as memory, ThreadPoolExecutor(clients) as pool:
+                    start = time.perf_counter()
+                    outcomes = list(pool.map(ask, urls))
+                    seconds = time.perf_counter() - start
+                latencies = sorted(t for t, _ in outcomes)
+                results[clients] = {
+                    "requests_per_s": requests / seconds, "p50_ms": 1000 * statistics.median(latencies),
+                    "p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))],
+                    "errors": sum(not ok for _, ok in outcomes), "peak_rss_mib": memory.peak / 2 ** 20}
+        finally:
+            stop()
+            engine.close()
+    return {"levels": results, "requests": requests, "rss_after_mib": rss() / 2 ** 20}
+
+
+def ui_during_batch(images: int = 256, asks: int = 5) -> dict:
+    """The chat UI's answer time (upload a face, ask about it) idle and while a `facellm caption` job of
+    ``images`` images runs against the same server: three processes, as a lab would run them (server,
+    captioning job, UI)."""
+    import subprocess
+
+    from gradio_client import Client, handle_file
+
+    from data_pipeline.build import save_png
+    from serve.chat_ui import build_ui
+    from serve.launch import local_server
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        build_tiny_qwen2_vl(tmp / "model")
+        (tmp / "faces").mkdir()
+        for i in range(images):
+            save_png(draw_face(i, seed=12)[0], tmp / "faces" / f"{i:04d}.png")
+        with local_server(tmp / "model", {}, "transformers", served_name="base", log_path=tmp / "server.log") as url:
+            ui = build_ui(url)
+            _, ui_url, _ = ui.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+            client = Client(ui_url, verbose=False)
+            photo = handle_file(str(tmp / "faces" / "0000.png"))
+
+            def ask() -> float:
+                start = time.perf_counter()
+                client.predict("Describe the face.", photo, "whole image", max_tokens=16, api_name="/chat")
+                return time.perf_counter() - start
+
+            ask()  # warm-up
+            idle = [ask() for _ in range(asks)]
+            job = subprocess.Popen([sys.executable, "-m", "facellm.cli", "caption", str(tmp / "faces"), "--endpoint",
+                                    url, "--model", "base", "--concurrency", "32", "--out", str(tmp / "c.jsonl")],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            while not (tmp / "c.jsonl").exists() and job.poll() is None:  # the job has started answering
+                time.sleep(0.05)
+            busy = [ask() for _ in range(asks)]
+            still_running = job.poll() is None
+            job.wait()
+            ui.close()
+        captioned = sum(1 for _ in (tmp / "c.jsonl").open())
+    return {"idle_ms": 1000 * statistics.median(idle), "during_batch_ms": 1000 * statistics.median(busy),
+            "batch_still_running": still_running, "captioned": captioned, "images": images}
+
+
+def markdown(result: dict) -> str:
+    lines = ["| clients | requests/s | p50 ms | p95 ms | errors | peak RSS MiB |", "|---:|---:|---:|---:|---:|---:|"]
+    for clients, r in result["levels"].items():
+        lines.append(f"| {clients} | {r['requests_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['errors']} | "
+                     f"{r['peak_rss_mib']:.0f} |")
+    if ui := result.get("ui"):
+        lines += ["", f"Chat UI answer (upload + question, 16 tokens), median of 5: idle {ui['idle_ms']:.0f} ms, "
+                      f"while `facellm caption` ran {ui['images']} images against the same server "
+                      f"{ui['during_batch_ms']:.0f} ms (job still running after the last: {ui['batch_still_running']}; "
+                      f"captioned {ui['captioned']})."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=96, help="requests per concurrency level")
+    args = parser.parse_args()
+    result = measure(args.requests)
+    result["ui"] = ui_during_batch()
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
