@@ -3,9 +3,8 @@
 An answer's confidence is the probability the model gave the label it stated (``label_confidence``,
 from the server's ``logprobs`` and ``top_logprobs``), not the probability of the whole sentence: a
 model that phrases one fact in several equally good ways is unsure of its wording, not of the fact.
-Reported:
-expected calibration error (ECE, equal-width bins, weighted by count), the Brier score, mean confidence
-next to accuracy, and the reliability bins a diagram draws.
+Reported: expected calibration error (ECE, equal-width bins, weighted by count), the Brier score, mean
+confidence next to accuracy, and the reliability bins a diagram draws.
 """
 
 from __future__ import annotations
@@ -14,37 +13,49 @@ import math
 
 
 def label_confidence(tokens: list[tuple[str, float, list[tuple[str, float]]]], answer: str,
-                     span: tuple[int, int] | None, words: tuple[str, ...]) -> float:
+                     reading: tuple[str, tuple[int, int]] | None, words: dict[str, tuple[str, ...]]) -> float:
     """The model's probability for the label it stated. ``tokens``: (token, logprob, top alternatives) per
-    answer token; ``span``: the characters of ``answer`` the label was read from; ``words``: the words any
-    label of the attribute is stated with (lower case).
+    answer token; ``reading``: the label and the characters of ``answer`` it was read from
+    (``facellm.schema.read_label``); ``words``: label -> the words it is stated with
+    (``facellm.schema.label_words``).
 
-    The first token of the span is weighed against the alternatives that would also have started a
-    label ("Left" against "Right"), not against other phrasings ("The head is ..."), which lead to the
-    same fact; the span's later tokens count with their own probability. Without a span, or where the
-    tokens do not spell the answer (split multi-byte characters), the whole answer's probability."""
+    The first token of the span is weighed against the alternatives that would have started another
+    label ("Left" against "Right"); alternatives that start the same label ("Smiling" for "Happy") add to
+    it, and other phrasings ("The head is ...") do not count, since they lead to the same fact. The span's
+    later tokens count with their own probability. Without a reading, or where the tokens do not spell
+    the answer (split multi-byte characters), the whole answer's probability."""
     spelled = "".join(token for token, _, _ in tokens)
     offset = spelled.find(answer) if answer else -1
-    if span is None or offset < 0:
+    if reading is None or offset < 0:
         return math.exp(sum(logprob for _, logprob, _ in tokens))
-    start, end, position, confidence, first = span[0] + offset, span[1] + offset, 0, 1.0, True
+    label, (start, end) = reading
+    start, end, position, confidence, first = start + offset, end + offset, 0, 1.0, True
     for token, logprob, alternatives in tokens:
         if position < end and position + len(token) > start:
             chosen = math.exp(logprob)
             if first:
-                rivals = sum(math.exp(lp) for t, lp in alternatives if t != token and _starts_a_word(t, words))
-                chosen /= chosen + rivals
+                same = other = 0.0
+                for alternative, alternative_logprob in alternatives:
+                    if alternative == token:
+                        continue
+                    started = _labels_started(alternative, words)
+                    if label in started:
+                        same += math.exp(alternative_logprob)
+                    elif started:
+                        other += math.exp(alternative_logprob)
+                chosen = (chosen + same) / (chosen + same + other)
                 first = False
             confidence *= chosen
         position += len(token)
     return confidence
 
 
-def _starts_a_word(token: str, words: tuple[str, ...]) -> bool:
+def _labels_started(token: str, words: dict[str, tuple[str, ...]]) -> set[str]:
+    """The labels whose words ``token`` begins (or holds whole)."""
     piece = token.strip().lower()
     if len(piece) < 2 and not piece.isdigit():  # "A", "I": too short to tell a label from a phrasing
-        return False
-    return any(word.startswith(piece) or piece.startswith(word) for word in words)
+        return set()
+    return {label for label, ws in words.items() if any(w.startswith(piece) or piece.startswith(w) for w in ws)}
 
 
 def calibration(confidences: list[float], hits: list[bool], bins: int = 10) -> dict:

@@ -50,7 +50,7 @@ def score(records: list[dict], answers: list[str],
                         "answer": answer, "expected_answer": text_of(record["messages"][-1]),
                         "groups": {g: record["labels"][g] for g in GROUP_ATTRIBUTES if g in record["labels"]},
                         **({"age_years": (record.get("face") or {}).get("age_years")} if attr == "age" else {}),
-                        **({"confidence": label_confidence(tokens, answer, reading and reading[1], label_words(attr))}
+                        **({"confidence": label_confidence(tokens, answer, reading, label_words(attr))}
                            if tokens else {})})
     attributes = {
         a: {**c, "accuracy": c["correct"] / c["n"], "chance": 1 / len(classes[a])} for a, c in sorted(per.items())

@@ -72,7 +72,6 @@ def generate(model, processor, requests: list[GenerationRequest], constraint=Non
     out = model.generate(**inputs, **generation_kwargs(requests, processor, constraint),
                          output_logits=want_logprobs, return_dict_in_generate=True)
     prompt_len = inputs["input_ids"].shape[1]
-    # (batch, new tokens, vocab) -> log-probability of each chosen token
     chosen = out.sequences[:, prompt_len:]
     if want_logprobs:
         distribution = torch.stack(out.logits, 1).float().log_softmax(-1)  # (batch, new tokens, vocab)

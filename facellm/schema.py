@@ -242,16 +242,17 @@ def normalize(name: str, text: str) -> str | None:
     return reading[0] if reading else None
 
 
-def label_words(name: str) -> tuple[str, ...]:
-    """Plain words that state some label of attribute ``name`` (lower case; regex synonyms left out; for
-    age, the digits its numbers start with)."""
+def label_words(name: str) -> dict[str, tuple[str, ...]]:
+    """Label -> the plain words an answer states it with (lower case; regex synonyms left out). Age
+    numbers belong to no one bin: the digits are listed under ``""``."""
     attr = attribute(name)
-    words = [v.lower().replace("_", " ") for v in attr.values] + [w for ws in attr.synonyms.values() for w in ws]
+    words = {v: (v.lower().replace("_", " "), *attr.synonyms.get(v, ())) for v in attr.values}
     if name == "age":
-        words += [w for ws in _AGE_WORDS.values() for w in ws] + list("0123456789")
+        words = {g: (g, *_AGE_WORDS.get(g, ())) for g in AGE_GROUPS} | {"": tuple("0123456789")}
     if attr.values == ("yes", "no"):
-        words += ["yeah", "nope", "not", "without"]
-    return tuple(w.lower() for w in words if re.fullmatch(r"[\w '-]+", w))
+        words["yes"] += ("yeah",)
+        words["no"] += ("nope", "not", "without")
+    return {label: tuple(w.lower() for w in ws if re.fullmatch(r"[\w '-]+", w)) for label, ws in words.items()}
 
 
 def read_label(name: str, text: str) -> Reading:

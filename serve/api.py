@@ -173,8 +173,8 @@ def create_app(engine: EmbeddedEngine, api_key: str | None = None, max_request_b
                log_requests: bool = False) -> FastAPI:
     """The API app; with ``api_key`` set, every /v1 route requires ``Authorization: Bearer <api_key>``.
 
-    Prompts, images and answers are not logged (nor written anywhere) unless ``log_requests``; even then
-    images are logged as their size only."""
+    Prompts, images and answers are not logged (nor written anywhere) unless ``log_requests``, which logs
+    each request's text at INFO level, images as ``<image>``."""
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         # routes are plain functions run in anyio's thread pool (40 threads by default): give it room for
@@ -293,7 +293,7 @@ def serve_forever(engine: EmbeddedEngine, host: str = "127.0.0.1", port: int = 8
                   log_requests: bool = False) -> None:
     warn_if_exposed(host, api_key)
     if log_requests:
-        logging.basicConfig(level=logging.INFO)
+        log.setLevel(logging.INFO)  # this logger only: the rest of the process keeps its level
     uvicorn.run(create_app(engine, api_key, max_request_bytes, log_requests), host=host, port=port)
 
 

@@ -144,3 +144,55 @@ def test_bad_input_matrix_through_the_upload(ui_url, tmp_path):
         offered = [c[0] for c in choices["choices"]]
         faces = {None: 1, "2 faces": 2, "no face found": 0}[expected]  # the data pipeline's verdict
         assert offered == ["whole image"] + [f"face {i}" for i in range(1, faces + 1)], (name, offered)
+
+
+def test_the_ui_serves_no_server_files_and_caps_uploads(api_url, tmp_path):
+    import urllib.error
+    import urllib.request
+
+    from serve.chat_ui import MAX_UPLOAD
+
+    demo = build_ui(api_url)
+    _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, max_file_size=MAX_UPLOAD)
+    try:
+        for path in ("/etc/passwd", "../../../../etc/passwd", str(tmp_path / "secret.txt")):
+            (tmp_path / "secret.txt").write_text("not for the browser")
+            with pytest.raises(urllib.error.HTTPError) as error:
+                urllib.request.urlopen(f"{url}gradio_api/file={path}", timeout=30)
+            assert error.value.code in (403, 404), path
+        big = tmp_path / "big.jpg"
+        big.write_bytes(b"\xff\xd8" + b"\0" * (21 * 2 ** 20))  # over the 20 MB upload cap
+        with pytest.raises(ValueError, match="exceeds the maximum file size of 20971520 bytes"):
+            Client(url, verbose=False).predict(handle_file(str(big)), api_name="/faces")
+    finally:
+        demo.close()
+
+
+def test_the_ui_answers_while_a_captioning_job_runs_against_the_same_server(ui_url, api_url, api, pair, tmp_path):
+    """A `facellm caption` job (its own process, 32 requests in flight) holds the server's queue; the UI's
+    question joins the engine's next batch, so it is answered while the job still runs."""
+    import subprocess
+    import sys
+    import time
+
+    from data_pipeline.build import save_png
+    from data_pipeline.synthetic import generate as draw_face
+
+    (tmp_path / "faces").mkdir()
+    for i in range(300):
+        save_png(draw_face(i, seed=5)[0], tmp_path / "faces" / f"{i:04d}.png")
+    out = tmp_path / "captions.jsonl"
+    job = subprocess.Popen([sys.executable, "-m", "facellm.cli", "caption", str(tmp_path / "faces"), "--endpoint",
+                            api_url, "--model", api[1], "--concurrency", "32", "--out", str(out)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        while not out.exists() and job.poll() is None:  # wait until the job is answering
+            time.sleep(0.05)
+        chat = Client(ui_url, verbose=False).predict("Describe the face.", handle_file(str(pair)), "face 1",
+                                                     max_tokens=MAX_TOKENS, api_name="/chat")[0]
+        running = job.poll() is None
+        assert last_answer(chat)
+        assert running, "the captioning job ended before the UI's answer came"
+    finally:
+        assert job.wait(300) == 0, job.stderr.read()[-2000:]
+    assert sum(1 for _ in out.open()) == 300

@@ -15,6 +15,7 @@ from data_pipeline.synthetic import generate
 from data_pipeline.identity_questions import all_phrasings
 from data_pipeline.templates import ATTRIBUTES_ONLY
 from facellm.mcq import wilson
+from facellm.records import load_split
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +103,15 @@ def test_facexbench_format_benchmark_through_the_api_scores_chance_for_an_untrai
     assert low <= overall["accuracy"] <= high  # random weights answer at chance (25 %)
     assert report["num_images"]["multiple"]["n"] == 20 and report["category"]["fas_deepfakes"]["n"] == 20
     assert "GPT-4o" in result.stdout and (tmp_path / "report" / "facexbench_per_category.png").stat().st_size > 500
+
+
+def test_a_broken_image_in_the_evaluated_split_is_an_error_naming_it(endpoint, tmp_path):
+    data = tmp_path / "data"
+    build_synthetic(BuildConfig(out=data, n=30, val_size=2, test_size=4, seed=3, templates=ATTRIBUTES_ONLY))
+    broken = data / load_split(data, "test")[0]["images"][0]
+    broken.write_bytes(broken.read_bytes()[:100])  # truncated
+    result = subprocess.run([sys.executable, "-m", "facellm.cli", "eval", "--endpoint", endpoint, "--model", "base",
+                             "--data", str(data), "--out", str(tmp_path / "report")], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2
+    assert f"facellm: error: {broken}: not a readable image" in result.stderr

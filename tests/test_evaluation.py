@@ -77,6 +77,10 @@ def test_confidence_weighs_the_stated_label_against_the_other_labels_not_other_p
                 [("zz", p(0.5), []), ("z", p(0.5), [])]]  # no label read: the whole answer's probability
     result = score(records, answers, logprobs)
     assert [s.get("confidence") for s in result["samples"]] == pytest.approx([0.9 / 0.95, 1.0, None, 0.25])
+    # a synonym of the stated label adds to it ("Cheerful" is happy too); another label counts against it
+    happy = score([record("expression", "happy")], ["Happy."],
+                  [[("Happy", p(0.5), [("Happy", p(0.5)), ("Cheerful", p(0.3)), ("Sad", p(0.1))]), (".", 0.0, [])]])
+    assert happy["samples"][0]["confidence"] == pytest.approx(0.8 / 0.9)
     assert result["calibration"]["n"] == 3  # the answer without logprobs is left out
     # bins: [0.9, 1.0] holds one hit and one miss, [0.2, 0.3) one miss
     assert result["calibration"]["ece"] == pytest.approx(2 / 3 * ((0.9 / 0.95 + 1.0) / 2 - 0.5) + 1 / 3 * 0.25)

@@ -326,3 +326,14 @@ def test_bad_input_matrix_through_the_api(client, engine, tmp_path):
             else:
                 assert ask(client, engine.served_name, ref).choices[0].message.content is not None, name
     assert ask(client, engine.served_name, str(tmp_path / "good.jpg")).choices[0].message.content
+
+
+def test_32_concurrent_chats_with_images_are_all_answered_as_when_sent_alone(client, engine):
+    from data_pipeline.synthetic import generate as draw_face
+
+    urls = [to_data_url(draw_face(i, seed=21)[0]) for i in range(32)]
+    alone = [ask(client, engine.served_name, url).choices[0].message.content for url in urls[:4]]
+    with ThreadPoolExecutor(32) as pool:
+        replies = list(pool.map(lambda url: ask(client, engine.served_name, url), urls))
+    assert all(r.choices[0].message.content for r in replies)  # no errors: 32 answers
+    assert [r.choices[0].message.content for r in replies[:4]] == alone
