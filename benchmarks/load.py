@@ -117,8 +117,8 @@ def ui_during_batch(images: int = 256, asks: int = 5) -> dict:
 def markdown(result: dict) -> str:
     lines = ["| clients | requests/s | p50 ms | p95 ms | errors | peak RSS MiB |", "|---:|---:|---:|---:|---:|---:|"]
     for clients, r in result["levels"].items():
-        lines.append(f"| {clients} | {r['requests_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['errors']} | "
-                     f"{r['peak_rss_mib']:.0f} |")
+        lines.append(f"| {clients} | {r['requests_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
+                     f"{r['errors']} | {r['peak_rss_mib']:.0f} |")
     if ui := result.get("ui"):
         lines += ["", f"Chat UI answer (upload + question, 16 tokens), median of 5: idle {ui['idle_ms']:.0f} ms, "
                       f"while `facellm caption` ran {ui['images']} images against the same server "

@@ -474,9 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a model behind an OpenAI-compatible API: attributes, fairness, FaceXBench",
                        description="Attribute questions of a facellm dataset split (--data: accuracy per attribute, "
-                                   "per race/gender/age/skin-tone group with bootstrap CIs, gaps, age within one bin and MAE, calibration) or a FaceXBench-"
-                                   "format multiple-choice benchmark (--facexbench: accuracy per category, "
-                                   "sub-category and image count next to chance and published figures), asked "
+                                   "per race/gender/age/skin-tone group with bootstrap CIs, gaps, age within one "
+                                   "bin and MAE, calibration) or a FaceXBench-format multiple-choice benchmark "
+                                   "(--facexbench: accuracy per category, sub-category and image count next to chance and published figures), asked "
                                    "through the API; writes report.json, report.md, report.html and PNGs.")
     p.epilog = "Side by side: facellm eval compare RUN_DIR RUN_DIR... --out DIR"
     p.add_argument("--endpoint", required=True, help="API base URL, e.g. http://127.0.0.1:8000/v1")
