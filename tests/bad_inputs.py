@@ -24,6 +24,15 @@ def two_faces() -> Image.Image:
     return pair
 
 
+def crowd(columns: int = 5, rows: int = 2) -> Image.Image:
+    """``columns x rows`` astronaut heads (every other one mirrored), 256 px each: one face per tile."""
+    head = ASTRONAUT.crop((131, 25, 322, 216)).resize((256, 256))  # the face, with 1.8x its box around it
+    image = Image.new("RGB", (256 * columns, 256 * rows))
+    for k in range(columns * rows):
+        image.paste(ImageOps.mirror(head) if k % 2 else head, ((k % columns) * 256, (k // columns) * 256))
+    return image
+
+
 def bad_images(root):
     """The bad-input matrix as files in ``root``; value: the data pipeline's expected reject reason, or None
     (a record). Decode failures start with "image:", the two-face image is refused by one-face filters."""
@@ -49,4 +58,5 @@ def bad_images(root):
     save(CAT, root / "cat.jpg"); cases["cat.jpg"] = "no face found"
     save(Image.new("RGB", (8, 8), (200, 150, 120)), root / "tiny.png"); cases["tiny.png"] = "no face found"
     save(two_faces(), root / "two.jpg"); cases["two.jpg"] = "2 faces"
+    save(crowd(), root / "ten.jpg"); cases["ten.jpg"] = "10 faces"
     return cases
