@@ -2,10 +2,10 @@
 
     python benchmarks/load.py [--requests 96]
 
-One ``facellm serve``-equivalent server (embedded engine, the tiny Qwen2-VL with random weights, default
-queue and batch limits) on 127.0.0.1 in this process; each client sends a fresh 112x112 face as a data
-URL and asks for a 16-token answer. Reported per level: requests/s, p50 / p95 latency, errors, and the
-process's peak resident memory (server, engine and clients together).
+One ``facellm serve --engine transformers`` process (the tiny Qwen2-VL with random weights, default queue
+and batch limits) on 127.0.0.1; the clients, in this process, each send a fresh 112x112 face as a data URL
+and ask for a 16-token answer. Reported per level: requests/s, p50 / p95 latency, errors, and the server
+process's peak resident memory.
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ from data_pipeline.synthetic import generate as draw_face  # noqa: E402
 from facellm.client import openai_client  # noqa: E402
 from facellm.families.qwen import build_tiny_qwen2_vl  # noqa: E402
 from facellm.images import to_data_url  # noqa: E402
-from serve.api import start_in_thread  # noqa: E402
-from serve.engine import EmbeddedEngine  # noqa: E402
-from memory import PeakRSS, rss  # noqa: E402
+from serve.launch import server_process  # noqa: E402
+from memory import PeakRSS  # noqa: E402
 
 LEVELS = (1, 8, 32)
 
@@ -35,10 +34,9 @@ LEVELS = (1, 8, 32)
 def measure(requests: int = 96, levels: tuple[int, ...] = LEVELS) -> dict:
     urls = [to_data_url(draw_face(i, seed=11)[0]) for i in range(requests)]
     with tempfile.TemporaryDirectory() as tmp:
-        build_tiny_qwen2_vl(tmp)
-        engine = EmbeddedEngine(tmp, served_name="base")
-        base_url, stop = start_in_thread(engine)
-        client = openai_client(base_url, max_retries=0)
+        build_tiny_qwen2_vl(Path(tmp) / "model")
+        server = server_process(Path(tmp) / "model", {}, "transformers", log_path=Path(tmp) / "server.log")
+        client = openai_client(server.start(), max_retries=0)
 
         def ask(url: str) -> tuple[float, bool]:
             start = time.perf_counter()
@@ -54,7 +52,7 @@ def measure(requests: int = 96, levels: tuple[int, ...] = LEVELS) -> dict:
         try:
             ask(urls[0])  # warm-up
             for clients in levels:
-                with PeakRSS() as memory, ThreadPoolExecutor(clients) as pool:
+                with PeakRSS(server.process.pid) as memory, ThreadPoolExecutor(clients) as pool:
                     start = time.perf_counter()
                     outcomes = list(pool.map(ask, urls))
                     seconds = time.perf_counter() - start
@@ -64,9 +62,8 @@ def measure(requests: int = 96, levels: tuple[int, ...] = LEVELS) -> dict:
                     "p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))],
                     "errors": sum(not ok for _, ok in outcomes), "peak_rss_mib": memory.peak / 2 ** 20}
         finally:
-            stop()
-            engine.close()
-    return {"levels": results, "requests": requests, "rss_after_mib": rss() / 2 ** 20}
+            server.stop()
+    return {"levels": results, "requests": requests}
 
 
 def ui_during_batch(images: int = 256, asks: int = 5) -> dict:
@@ -79,7 +76,6 @@ def ui_during_batch(images: int = 256, asks: int = 5) -> dict:
 
     from data_pipeline.build import save_png
     from serve.chat_ui import build_ui
-    from serve.launch import local_server
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -87,7 +83,7 @@ def ui_during_batch(images: int = 256, asks: int = 5) -> dict:
         (tmp / "faces").mkdir()
         for i in range(images):
             save_png(draw_face(i, seed=12)[0], tmp / "faces" / f"{i:04d}.png")
-        with local_server(tmp / "model", {}, "transformers", served_name="base", log_path=tmp / "server.log") as url:
+        with server_process(tmp / "model", {}, "transformers", log_path=tmp / "server.log") as url:
             ui = build_ui(url)
             _, ui_url, _ = ui.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
             client = Client(ui_url, verbose=False)

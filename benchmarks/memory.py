@@ -7,11 +7,14 @@ import threading
 
 
 class PeakRSS:
-    """Peak resident memory of this process while the block runs, sampled every 20 ms: ``peak`` in
-    bytes and ``growth_mib`` over the memory held when it started."""
+    """Peak resident memory of a process (default: this one) while the block runs, sampled every 20 ms:
+    ``peak`` in bytes and ``growth_mib`` over the memory held when it started."""
+
+    def __init__(self, pid: int | str = "self"):
+        self.pid = pid
 
     def __enter__(self):
-        self.start = self.peak = rss()
+        self.start = self.peak = rss(self.pid)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -19,7 +22,7 @@ class PeakRSS:
 
     def _sample(self):
         while not self._stop.wait(0.02):
-            self.peak = max(self.peak, rss())
+            self.peak = max(self.peak, rss(self.pid))
 
     def __exit__(self, *exc):
         self._stop.set()
@@ -27,7 +30,7 @@ class PeakRSS:
         self.growth_mib = (self.peak - self.start) / 2 ** 20
 
 
-def rss() -> int:
-    """Resident memory of this process in bytes."""
-    with open("/proc/self/statm") as f:
+def rss(pid: int | str = "self") -> int:
+    """Resident memory of a process in bytes."""
+    with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

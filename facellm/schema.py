@@ -163,13 +163,15 @@ def _categorical(attr: Attribute, text: str) -> Reading:
     return best
 
 
-_NO = re.compile(rf"\b(?:no|nope|{_NEGATION}|without|bare)\b", re.I)
+# the words a yes/no answer is read from (and, for calibration, stated with; "not" stands for _NEGATION)
+_YES_WORDS, _NO_WORDS = ("yes", "yeah"), ("no", "nope", "without", "bare")
+_NO = re.compile(rf"\b(?:{'|'.join(_NO_WORDS)}|{_NEGATION})\b", re.I)
 
 
 def _yes_no(attr: Attribute, text: str) -> Reading:
     if match := _NO.search(text):
         return "no", match.span()
-    match = _words_pattern(("yes", "yeah") + attr.synonyms.get("yes", ())).search(text)
+    match = _words_pattern(_YES_WORDS + attr.synonyms.get("yes", ())).search(text)
     return ("yes", match.span()) if match else None
 
 
@@ -250,9 +252,10 @@ def label_words(name: str) -> dict[str, tuple[str, ...]]:
     if name == "age":
         words = {g: (g, *_AGE_WORDS.get(g, ())) for g in AGE_GROUPS} | {"": tuple("0123456789")}
     if attr.values == ("yes", "no"):
-        words["yes"] += ("yeah",)
-        words["no"] += ("nope", "not", "without")
-    return {label: tuple(w.lower() for w in ws if re.fullmatch(r"[\w '-]+", w)) for label, ws in words.items()}
+        words["yes"] += _YES_WORDS
+        words["no"] += (*_NO_WORDS, "not")
+    return {label: tuple(dict.fromkeys(w.lower() for w in ws if re.fullmatch(r"[\w '-]+", w)))
+            for label, ws in words.items()}
 
 
 def read_label(name: str, text: str) -> Reading:

@@ -169,3 +169,21 @@ def test_unreachable_endpoint_is_a_clear_error_keeping_finished_work(tmp_path):
                              str(tmp_path / "r.jsonl"), "--endpoint", "http://127.0.0.1:9", "--model", "base"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "stopped answering" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_without_an_endpoint_the_job_serves_the_model_itself_in_its_own_process(tiny_model_dir, tmp_path):
+    """`facellm caption --model DIR --engine transformers`: a `facellm serve` process of its own for the
+    job (its log beside the results), stopped when the job ends."""
+    for i, image in enumerate((ASTRONAUT, two_faces(), ASTRONAUT.resize((200, 200)))):
+        save(image, tmp_path / "in" / f"{i}.jpg")
+    out = tmp_path / "own.jsonl"
+    result = subprocess.run([sys.executable, "-m", "facellm.cli", "caption", str(tmp_path / "in"), "--out", str(out),
+                             "--model", str(tiny_model_dir), "--engine", "transformers"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = lines(out)
+    assert sorted(Path(r["image"]).name for r in rows) == ["0.jpg", "1.jpg", "2.jpg"]
+    for row in rows:
+        jsonschema.validate(row["attributes"], SCHEMA)
+    log = out.with_suffix(".server.log").read_text()
+    assert "Uvicorn running on http://127.0.0.1:" in log and "Finished server process" in log
