@@ -10,7 +10,8 @@ VENV=${1:-.venv}
 PYTHON=${PYTHON:-python3}
 cd "$(dirname "$0")/.."
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
+# no wheel cache: the venv is several GB already, and a full disk fails the install
+PIP="$VENV/bin/python -m pip --disable-pip-version-check --no-cache-dir -q"
 $PIP install --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   $PIP install "torch==${FACELLM_TORCH:-2.13.0}" 2>&1 | grep -v '^WARNING: Location' || true
