@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 import facellm  # noqa: F401
-from data_pipeline.build import save_png
-from data_pipeline.synthetic import generate as draw_face
+from data_pipeline.build import write_faces
 from facellm.client import openai_client
 from facellm.constrained import for_model
 from facellm.families.qwen import build_tiny_qwen2_vl
@@ -81,11 +80,7 @@ def measure(images: int = 128, with_chat: bool = True) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         build_tiny_qwen2_vl(tmp / "model")
-        paths = []
-        (tmp / "faces").mkdir()
-        for i in range(images):
-            paths.append(tmp / "faces" / f"{i:04d}.png")
-            save_png(draw_face(i, seed=9)[0], paths[-1])
+        paths = write_faces(tmp / "faces", images, seed=9)
         model, processor = load_model(tmp / "model").eval(), load_processor(tmp / "model")
         one_at_a_time(model, processor, paths[:4])  # warm-up: kernels, the schema's grammar
         baseline_s = one_at_a_time(model, processor, paths)

@@ -74,15 +74,13 @@ def ui_during_batch(images: int = 256, asks: int = 5) -> dict:
 
     from gradio_client import Client, handle_file
 
-    from data_pipeline.build import save_png
+    from data_pipeline.build import write_faces
     from serve.chat_ui import build_ui
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         build_tiny_qwen2_vl(tmp / "model")
-        (tmp / "faces").mkdir()
-        for i in range(images):
-            save_png(draw_face(i, seed=12)[0], tmp / "faces" / f"{i:04d}.png")
+        write_faces(tmp / "faces", images, seed=12)
         with server_process(tmp / "model", {}, "transformers", log_path=tmp / "server.log") as url:
             ui = build_ui(url)
             _, ui_url, _ = ui.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)

@@ -64,6 +64,15 @@ def save_png(image: Image.Image, path: Path) -> None:
     os.replace(tmp, path)  # a killed run never leaves a truncated image behind
 
 
+def write_faces(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    """``count`` synthetic face PNGs in ``folder`` (0000.png, ...): a folder of faces to caption or upload."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{i:04d}.png" for i in range(count)]
+    for i, path in enumerate(paths):
+        save_png(synthetic.generate(i, seed=seed)[0], path)
+    return paths
+
+
 def _cues(image: Image.Image, box: list[float]) -> dict[str, float]:
     return quality_cues(np.asarray(image.convert("L"), dtype=np.float64), box)
 

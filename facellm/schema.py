@@ -214,15 +214,21 @@ def _age(text: str) -> Reading:
 
 
 def age_in_years(text: str) -> float | None:
-    """The age an answer states, in years: its number, the middle of its range, or the middle of its bin
-    ("in her twenties" -> 24.5; "70+" -> 75)."""
-    if m := _AGE_RANGE.search(text):
-        return (int(m.group(1)) + int(m.group(2))) / 2
-    group = normalize("age", text)
-    if group is None:
+    """The age an answer states, in years, read where ``read_label`` read its bin: the number, the middle
+    of the range, or the middle of the bin ("in her twenties" -> 24.5; "70+" -> 75).
+
+    >>> age_in_years("she looks about 25"), age_in_years("30, give or take"), age_in_years("30 to 40")
+    (25.0, 30.0, 35.0)
+    """
+    reading = _age(text)
+    if reading is None:
         return None
-    if text.strip() != group and (m := _AGE_NUMBER.search(text)):
-        return float(m.group(1))
+    group, (start, end) = reading
+    said = text[start:end]
+    if m := _AGE_RANGE.fullmatch(said):
+        return (int(m.group(1)) + int(m.group(2))) / 2
+    if said.isdigit():
+        return float(said)
     low, _, high = group.rstrip("+").partition("-")
     return (int(low) + int(high)) / 2 if high else int(low) + 5
 

@@ -4,7 +4,8 @@ The pre-flight measures every chat in tokens, image tokens included, without
 running the processor on every image: image token counts depend only on image
 size, so each distinct size is measured once. Its lengths let batches group
 chats of similar length (less padding) and let a ``max_length`` that would cut
-an image be refused before training starts.
+an image be refused before training starts. It renders and labels every chat's
+text once; the collator keeps that for every epoch's batches.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from facellm.errors import FacellmError
-from finetune.collator import ChatCollator, strip_nulls
+from finetune.collator import ChatCollator
 
 
 @dataclass
@@ -47,11 +49,9 @@ def preflight(chats: list[dict], collator: ChatCollator, image_root: Path) -> Pr
         text = collator.render(probe)
         with_image = collator.processor(text=[text], images=[Image.new("RGB", size)], return_tensors="pt")
         per_size[size] = with_image["input_ids"].shape[1] - len(tokenizer(text, add_special_tokens=False)["input_ids"])
-    lengths = []
-    for chat in chats:
-        text = collator.render(strip_nulls(chat["messages"]))
-        lengths.append(len(tokenizer(text, add_special_tokens=False)["input_ids"])
-                       + sum(per_size[sizes[p]] for p in chat["images"]))
+    # the collator remembers each chat's text side, so the batches of every epoch reuse this pass's work
+    lengths = [len(collator.text_side(chat)[1]) + sum(per_size[sizes[p]] for p in chat["images"])
+               for chat in tqdm(chats, desc="pre-flight", unit="chat", disable=len(chats) < 5000)]
     return Preflight(lengths, per_size)
 
 

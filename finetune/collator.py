@@ -13,7 +13,10 @@ family, is checked to cover every answer token, and nothing is ever truncated.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import random
+from array import array
 from collections import defaultdict
 from pathlib import Path
 
@@ -62,6 +65,9 @@ class ChatCollator:
         self.tokenizer = processor.tokenizer
         self.image_root = Path(image_root)
         self.max_length = max_length
+        # chat digest -> (text, text token ids, labels): the template work is the same every epoch, so it is
+        # done once per chat (the pre-flight does it for the whole set)
+        self._text_side: dict[bytes, tuple[str, array, array]] = {}
 
     def render(self, messages: list[dict], generation_prompt: bool = False) -> str:
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
@@ -95,6 +101,16 @@ class ChatCollator:
                   for tid, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])]
         return enc["input_ids"], labels
 
+    def text_side(self, chat: dict) -> tuple[str, array, array]:
+        """The chat rendered by its template, its token ids and their labels; remembered by content."""
+        messages = strip_nulls(chat["messages"])
+        key = hashlib.blake2b(json.dumps(messages, sort_keys=True).encode(), digest_size=16).digest()
+        if (known := self._text_side.get(key)) is None:
+            text, spans = self.assistant_spans(messages)
+            ids, labels = self.text_labels(text, spans)
+            known = self._text_side[key] = (text, array("i", ids), array("i", labels))  # compact: sets are large
+        return known
+
     @staticmethod
     def align_labels(text_ids: list[int], labels: list[int], input_ids: list[int]) -> list[int]:
         """Carry text-space labels over to the processor's ids, where image placeholders were expanded."""
@@ -108,10 +124,9 @@ class ChatCollator:
     def __call__(self, chats: list[dict]) -> dict[str, torch.Tensor]:
         texts, text_labels, images = [], [], []
         for chat in chats:
-            messages = strip_nulls(chat["messages"])
-            text, spans = self.assistant_spans(messages)
+            text, ids, labels = self.text_side(chat)
             texts.append(text)
-            text_labels.append(self.text_labels(text, spans))
+            text_labels.append((ids, labels))
             images.append([load_image(p, self.image_root) for p in chat["images"]])  # nested: one list per chat
         self.tokenizer.padding_side = "right"
         batch = self.processor(text=texts, images=images if any(images) else None, padding=True, return_tensors="pt")

@@ -103,7 +103,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     if len(chats) < cfg.batch_size:
         raise FacellmError(f"{data}: {len(chats)} training examples, fewer than batch_size {cfg.batch_size}")
     collator = ChatCollator(processor, data, family=fam)
+    preflight_start = time.perf_counter()
     report = preflight(chats, collator, data)
+    preflight_s = time.perf_counter() - preflight_start
     check_max_length(report, chats, cfg.max_length)
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -147,7 +149,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
 
     if not resume:
         record({"step": 0, "config": cfg.to_dict(), "trainable_parameters": trainable, "parameters": total,
-                "train_examples": len(chats), "world_size": world, "preflight": report.summary(chats)})
+                "train_examples": len(chats), "world_size": world,
+                "preflight": {**report.summary(chats), "seconds": round(preflight_s, 3)}})
     batches = ShuffledBatches(chats, cfg.batch_size, cfg.seed, collator,
                               report.lengths if cfg.group_by_length else None, start * cfg.grad_accum, rank, world)
     micro = iter(torch.utils.data.DataLoader(batches, batch_size=None, num_workers=cfg.dataloader_workers,

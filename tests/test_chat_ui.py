@@ -175,12 +175,9 @@ def test_the_ui_answers_while_a_captioning_job_runs_against_the_same_server(ui_u
     import sys
     import time
 
-    from data_pipeline.build import save_png
-    from data_pipeline.synthetic import generate as draw_face
+    from data_pipeline.build import write_faces
 
-    (tmp_path / "faces").mkdir()
-    for i in range(300):
-        save_png(draw_face(i, seed=5)[0], tmp_path / "faces" / f"{i:04d}.png")
+    write_faces(tmp_path / "faces", 300, seed=5)
     out = tmp_path / "captions.jsonl"
     job = subprocess.Popen([sys.executable, "-m", "facellm.cli", "caption", str(tmp_path / "faces"), "--endpoint",
                             api_url, "--model", api[1], "--concurrency", "32", "--out", str(out)],

@@ -95,3 +95,30 @@ def test_labels_align_with_model_loss(collator, face_png, tiny_model_dir):
     with torch.no_grad():
         loss = model(**batch).loss
     assert torch.isfinite(loss) and loss.item() > 0
+
+
+def test_template_work_is_done_once_per_chat_and_keyed_by_content(collator, face_png):
+    """Every epoch collates the same chats: the second time, the chat template is not rendered again, and
+    the batch is the same; a chat that differs only in its answer is its own entry, whatever its id."""
+    first = {"id": "same", "images": [face_png.name], "messages": chat(("Glasses?", "No glasses."))}
+    other = {"id": "same", "images": [face_png.name], "messages": chat(("Glasses?", "Yes, glasses."))}
+    batch = collator([first])
+    renders = 0
+    render = collator.render
+
+    def counting_render(*args, **kwargs):
+        nonlocal renders
+        renders += 1
+        return render(*args, **kwargs)
+
+    collator.render = counting_render
+    try:
+        again = collator([first])
+        assert renders == 0
+        assert all(torch.equal(batch[k], again[k]) for k in batch)
+        changed = collator([other])
+        assert renders > 0
+    finally:
+        del collator.render
+    answer = collator.tokenizer.decode([t for t in changed["labels"][0].tolist() if t != IGNORE])
+    assert answer.startswith("Yes, glasses.")

@@ -4,6 +4,7 @@ weights load, and that a checkpoint's own code never runs."""
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -45,3 +46,35 @@ def test_a_checkpoints_own_code_never_runs(tiny_model_dir, tmp_path):
     load_model(model_dir)  # the architecture is a known one: loaded by transformers' own class
     load_processor(model_dir)
     assert not marker.exists()
+
+
+def test_offline_audit_finds_what_affects_the_installed_version_and_skips_withdrawn(tmp_path):
+    """scripts/audit_offline.py against a local OSV folder: ranges (fixed, last_affected, never fixed),
+    explicit version lists, withdrawn advisories and other ecosystems, on this environment's pytest."""
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    current = version("pytest")
+
+    def advisory(name, events=None, versions=(), ecosystem="PyPI", **extra):
+        affected = {"package": {"name": "PyTest", "ecosystem": ecosystem}, "versions": list(versions)}
+        if events is not None:
+            affected["ranges"] = [{"type": "ECOSYSTEM", "events": events}]
+        (tmp_path / f"{name}.json").write_text(json.dumps({"id": name, "affected": [affected], **extra}))
+
+    advisory("HIT-RANGE", [{"introduced": "0"}, {"fixed": "999"}])
+    advisory("HIT-LAST", [{"introduced": "1.0"}, {"last_affected": current}])
+    advisory("HIT-OPEN", [{"introduced": "1.0"}])
+    advisory("HIT-LIST", versions=[current])
+    advisory("MISS-FIXED", [{"introduced": "0"}, {"fixed": "1.0"}])
+    advisory("MISS-LATER", [{"introduced": "999"}])
+    advisory("MISS-WITHDRAWN", [{"introduced": "0"}], withdrawn="2024-01-01T00:00:00Z")
+    advisory("MISS-NPM", [{"introduced": "0"}], ecosystem="npm")
+    script = Path(__file__).parents[1] / "scripts" / "audit_offline.py"
+    run = subprocess.run([sys.executable, str(script), "--osv", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert run.returncode == 1, run.stderr
+    found = sorted(line.split(": ")[1].split()[0] for line in run.stdout.splitlines() if line.startswith("pytest "))
+    assert found == ["HIT-LAST", "HIT-LIST", "HIT-OPEN", "HIT-RANGE"]
+    assert "4 known vulnerabilities" in run.stdout
