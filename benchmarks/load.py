@@ -36,20 +36,20 @@ def measure(requests: int = 96, levels: tuple[int, ...] = LEVELS) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         build_tiny_qwen2_vl(Path(tmp) / "model")
         server = server_process(Path(tmp) / "model", {}, "transformers", log_path=Path(tmp) / "server.log")
-        client = openai_client(server.start(), max_retries=0)
+        with server as url:
+            client = openai_client(url, max_retries=0)
 
-        def ask(url: str) -> tuple[float, bool]:
-            start = time.perf_counter()
-            try:
-                client.chat.completions.create(model="base", max_tokens=16, temperature=0, messages=[
-                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
-                                                 {"type": "text", "text": "Describe this face."}]}])
-                return time.perf_counter() - start, True
-            except Exception:  # counted: any failure is an error of the server under load
-                return time.perf_counter() - start, False
+            def ask(face_url: str) -> tuple[float, bool]:
+                start = time.perf_counter()
+                try:
+                    client.chat.completions.create(model="base", max_tokens=16, temperature=0, messages=[
+                        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": face_url}},
+                                                     {"type": "text", "text": "Describe this face."}]}])
+                    return time.perf_counter() - start, True
+                except Exception:  # counted: any failure is an error of the server under load
+                    return time.perf_counter() - start, False
 
-        results = {}
-        try:
+            results = {}
             ask(urls[0])  # warm-up
             for clients in levels:
                 with PeakRSS(server.process.pid) as memory, ThreadPoolExecutor(clients) as pool:
@@ -61,8 +61,6 @@ def measure(requests: int = 96, levels: tuple[int, ...] = LEVELS) -> dict:
                     "requests_per_s": requests / seconds, "p50_ms": 1000 * statistics.median(latencies),
                     "p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))],
                     "errors": sum(not ok for _, ok in outcomes), "peak_rss_mib": memory.peak / 2 ** 20}
-        finally:
-            server.stop()
     return {"levels": results, "requests": requests}
 
 

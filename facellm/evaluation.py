@@ -37,6 +37,7 @@ def score(records: list[dict], answers: list[str],
     per = defaultdict(lambda: {"n": 0, "correct": 0, "unparseable": 0})
     classes = defaultdict(set)
     samples = []
+    words = {a: label_words(a) for a in {r["category"] for r in records}} if logprobs else {}  # once per attribute
     for record, answer, tokens in zip(records, answers, logprobs or [None] * len(records), strict=True):
         attr = record["category"]
         truth = record["labels"][attr]
@@ -50,7 +51,7 @@ def score(records: list[dict], answers: list[str],
                         "answer": answer, "expected_answer": text_of(record["messages"][-1]),
                         "groups": {g: record["labels"][g] for g in GROUP_ATTRIBUTES if g in record["labels"]},
                         **({"age_years": (record.get("face") or {}).get("age_years")} if attr == "age" else {}),
-                        **({"confidence": label_confidence(tokens, answer, reading, label_words(attr))}
+                        **({"confidence": label_confidence(tokens, answer, reading, words[attr])}
                            if tokens else {})})
     attributes = {
         a: {**c, "accuracy": c["correct"] / c["n"], "chance": 1 / len(classes[a])} for a, c in sorted(per.items())

@@ -33,6 +33,12 @@ def crowd(columns: int = 5, rows: int = 2) -> Image.Image:
     return image
 
 
+def undecodable(expected: str | None) -> bool:
+    """Whether a case's expected verdict (``bad_images``' values) means the file cannot be decoded at all:
+    unreadable, or too large to decode. Every entry point refuses those; the rest it reads."""
+    return expected is not None and (expected.startswith("image:") or expected == "image too large")
+
+
 def bad_images(root):
     """The bad-input matrix as files in ``root``; value: the data pipeline's expected reject reason, or None
     (a record). Decode failures start with "image:", the two-face image is refused by one-face filters."""
