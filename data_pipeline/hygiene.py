@@ -397,7 +397,7 @@ def find_duplicates(dataset_dir: str | Path, max_distance: int = 4, hash_size: i
 
 # ------------------------------------------------------------------ reports
 
-def write_report(report: LeakReport | DuplicateReport, path: str | Path) -> Path:
+def save_report(report: LeakReport | DuplicateReport, path: str | Path) -> Path:
     """The report as indented JSON (written via a temp file, so never half-written)."""
     from data_pipeline.export import atomic_write
 

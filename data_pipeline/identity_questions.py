@@ -4,7 +4,7 @@ A model learns to decline *the request* (who is this, what is their name, is thi
 celebrity) only if the training questions vary in every slot: who is asked about, how, and which name
 is put forward. A list of twenty questions and a few dozen names teaches those sentences; this grammar
 writes thousands of phrasings, and the names are random syllables, so no name (and no name's tokens)
-is special. The held-out probe (:data:`facellm.identity.PROBE_QUESTIONS`) asks in phrasings and with
+is special. The held-out probe (:data:`facellm.eval.identity.PROBE_QUESTIONS`) asks in phrasings and with
 real names this grammar cannot produce (tested).
 """
 

@@ -179,11 +179,11 @@ def cmd_data_export(args) -> None:
 
 
 def cmd_data_leakage(args) -> None:
-    from data_pipeline.hygiene import find_duplicates, find_leaks, format_report, write_report
+    from data_pipeline.hygiene import find_duplicates, find_leaks, format_report, save_report
 
     report = find_leaks(Path(args.dir), Path(args.against), max_distance=args.max_distance, progress=True)
     print(format_report(report))
-    path = write_report(report, Path(args.report) if args.report else Path(args.dir) / "leakage.json")
+    path = save_report(report, Path(args.report) if args.report else Path(args.dir) / "leakage.json")
     duplicates = find_duplicates(Path(args.dir), max_distance=args.max_distance)
     print(format_report(duplicates))
     print(f"report: {path}")
@@ -222,23 +222,15 @@ def cmd_merge(args) -> None:
 
 def cmd_eval(args) -> None:
     if args.facexbench:
-        from facellm import mcq
-        from facellm.report import bar_plot, write_report
+        from facellm.eval import facexbench
 
-        questions = mcq.load_benchmark(args.facexbench, prepend=args.prepend_text)[: args.limit]
-        answers = mcq.ask_mcq(args.endpoint, args.model, questions, args.api_key, args.concurrency,
-                              constrained=args.constrained)
-        result = mcq.score_mcq(questions, answers)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        plot = bar_plot(out / "facexbench_per_category.png",
-                        {args.model: {c: (v["accuracy"], tuple(v["ci95"])) for c, v in result["category"].items()}},
-                        f"FaceXBench-format MCQ: {args.model} (95 % Wilson CI)", chance=result["chance"],
-                        references={k.split(" (")[0]: v for k, v in mcq.PUBLISHED.items()})
-        report = write_report(out, f"facellm eval: {args.model} on {args.facexbench} (FaceXBench format)",
-                              [("Multiple-choice accuracy", mcq.markdown(result))], {args.model: result}, [plot])
+        questions = facexbench.load_benchmark(args.facexbench, prepend=args.prepend_text)[: args.limit]
+        answers = facexbench.ask_mcq(args.endpoint, args.model, questions, args.api_key, args.concurrency,
+                                     constrained=args.constrained)
+        report = facexbench.write_facexbench_report(Path(args.out), args.model, args.facexbench,
+                                                    facexbench.score_mcq(questions, answers))
     else:
-        from facellm.evaluation import evaluate_attributes, question_records, write_report
+        from facellm.eval.attributes import evaluate_attributes, question_records, write_attribute_report
         from facellm.records import load_split
 
         records = question_records(load_split(args.data, args.split))[: args.limit]
@@ -247,25 +239,25 @@ def cmd_eval(args) -> None:
         result = evaluate_attributes(args.endpoint, args.model, records, Path(args.data), args.api_key,
                                      args.concurrency, logprobs=not args.no_logprobs)
         if args.counterfactual:
-            from data_pipeline.counterfactual import build_counterfactuals
-            from facellm.evaluation import counterfactual_probe
+            from data_pipeline.counterfactual_faces import build_counterfactuals
+            from facellm.eval.attributes import counterfactual_probe
 
             probe = build_counterfactuals(Path(args.out) / "counterfactual", faces=args.counterfactual)
             result["counterfactual"] = counterfactual_probe(args.endpoint, args.model, probe, args.api_key,
                                                             args.concurrency)
         if args.identity_probe:
-            from facellm.evaluation import identity_section
+            from facellm.eval.attributes import identity_section
 
             result["identity"] = identity_section(args.endpoint, args.model, records, Path(args.data), result,
                                                   args.api_key)
-        report = write_report({args.model: result}, Path(args.out),
+        report = write_attribute_report({args.model: result}, Path(args.out),
                               f"facellm eval: {args.model} on {args.data} ({args.split})")
     print(report.read_text())
     print(f"report: {report} (also report.html, report.json and the PNGs beside it)")
 
 
 def cmd_eval_compare(args) -> None:
-    from facellm.evaluation import compare_reports
+    from facellm.eval.attributes import compare_reports
 
     report = compare_reports([Path(d) for d in args.runs], Path(args.out))
     print(report.read_text())

@@ -31,8 +31,8 @@ def run_demo(out: Path | None, steps: int | None = None, n_images: int = 6400, u
              port: int = 8000, ui_port: int = 7860, seed: int = 0, engine: str = "auto") -> dict:
     from data_pipeline.build import BuildConfig, build_synthetic
     from data_pipeline.templates import TemplateOptions
-    from data_pipeline.counterfactual import build_counterfactuals
-    from facellm.evaluation import counterfactual_probe, evaluate_attributes, identity_section, question_records
+    from data_pipeline.counterfactual_faces import build_counterfactuals
+    from facellm.eval.attributes import counterfactual_probe, evaluate_attributes, identity_section, question_records
     from facellm.families import family
     from facellm.records import load_split
     from finetune.config import TrainConfig
@@ -99,10 +99,10 @@ def run_demo(out: Path | None, steps: int | None = None, n_images: int = 6400, u
 
 
 def _report(results: dict, out: Path, run_dir: Path, test: list[dict], t0: float) -> None:
-    from facellm import counterfactual
-    from facellm.evaluation import markdown_table, write_report
+    from facellm.eval import counterfactual
+    from facellm.eval.attributes import markdown_table, write_attribute_report
 
-    report = write_report(results, out / "eval", "facellm demo: tiny Qwen2-VL on synthetic faces, held-out test split")
+    report = write_attribute_report(results, out / "eval", "facellm demo: tiny Qwen2-VL on synthetic faces, held-out test split")
     elapsed = time.perf_counter() - t0
     print(f"\nHeld-out test accuracy ({len(test)} questions on {len(test) // 5} unseen images):\n")
     print(markdown_table(results))

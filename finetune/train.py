@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from facellm.errors import FacellmError
-from facellm.evaluation import prompt_messages, question_records, score
+from facellm.eval.attributes import prompt_messages, question_records, score
 from facellm.generation import GenerationRequest, generate
 from facellm.images import load_image
 from facellm.modeling import load_model, load_processor, model_family

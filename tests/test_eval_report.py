@@ -14,7 +14,7 @@ from data_pipeline.build import BuildConfig, build_synthetic
 from data_pipeline.synthetic import generate
 from data_pipeline.identity_questions import all_phrasings
 from data_pipeline.templates import ATTRIBUTES_ONLY
-from facellm.mcq import wilson
+from facellm.eval.stats import wilson
 from facellm.records import load_split
 
 

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from facellm.evaluation import markdown_table, prompt_messages, question_records, score
+from facellm.eval.attributes import markdown_table, prompt_messages, question_records, score
 from facellm.records import chat
 
 
@@ -52,7 +52,7 @@ def test_age_is_scored_by_bin_within_one_bin_and_in_years_where_exact_ages_are_k
 
 
 def test_calibration_bins_ece_and_brier():
-    from facellm.calibration import calibration
+    from facellm.eval.calibration import calibration
 
     # four answers at 0.95 confidence, three right; two at 0.55, one right
     result = calibration([0.95, 0.95, 0.95, 0.95, 0.55, 0.55], [True, True, True, False, True, False])

@@ -171,7 +171,7 @@ def test_facexbench_task_leak_names_question_ids(synthetic_dir, tmp_path):
     assert {"images/train/000007.png", "images/validation/000000.png"} <= matched
     assert {"train", "validation"} <= set(report.by_split())
 
-    path = hygiene.write_report(report, tmp_path / "reports" / "leakage.json")
+    path = hygiene.save_report(report, tmp_path / "reports" / "leakage.json")
     saved = json.loads(path.read_text())
     assert saved["kind"] == "leakage" and saved["summary"]["questions_affected"] == 2
     assert saved["summary"]["leaks"] == len(report.leaks) == len(saved["leaks"])
@@ -196,7 +196,7 @@ def test_cross_split_duplicates_are_found(synthetic_dir, tmp_path):
     assert planted[0].records_b == {"validation": ids_using(ds, "validation", "images/validation/000001.png")}
     assert planted[0].records_a == {"train": ids_using(ds, "train", "images/train/000010.png")}
     assert report.notes == [hygiene.SYNTHETIC_NOTE]
-    saved = json.loads(hygiene.write_report(report, tmp_path / "dups.json").read_text())
+    saved = json.loads(hygiene.save_report(report, tmp_path / "dups.json").read_text())
     assert saved["summary"]["cross_split_pairs"] == len(report.cross_split) >= 1
     assert any(p["cross_split"] and p["b"] == "images/validation/000001.png" for p in saved["pairs"])
 

@@ -7,7 +7,8 @@ import random
 import pytest
 
 from facellm.errors import FacellmError
-from facellm.mcq import build_prompt, extract_letter, load_benchmark, score_mcq, wilson
+from facellm.eval.facexbench import build_prompt, extract_letter, load_benchmark, score_mcq
+from facellm.eval.stats import wilson
 
 OPTIONS = ["20-29", "30-39", "40-49", "50-59"]
 IMAGES = ["Image 1", "Image 1 and Image 4", "Image 3", "Image 2 and Image 4"]

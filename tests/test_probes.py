@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from data_pipeline.counterfactual import CHANGES, build_counterfactuals
-from facellm.counterfactual import analyze
-from facellm.identity import PROBE_QUESTIONS, is_refusal
+from data_pipeline.counterfactual_faces import CHANGES, build_counterfactuals
+from facellm.eval.counterfactual import analyze
+from facellm.eval.identity import PROBE_QUESTIONS, is_refusal
 from facellm.records import text_of
 
 

@@ -43,7 +43,7 @@ def test_loss_falls_and_held_out_accuracy_rises(trained):
 
 
 def test_the_untrained_model_is_at_or_below_chance(trained):
-    from facellm.evaluation import question_records
+    from facellm.eval.attributes import question_records
     from facellm.modeling import load_model, load_processor
     from facellm.records import load_split
     from finetune.train import validation_accuracy

@@ -160,7 +160,7 @@ def test_vllm_answers_exactly_as_the_embedded_engine(client, embedded, face, mod
 
 
 def test_adapter_answers_the_test_questions_as_transformers_and_peft_do(vllm_url, embedded, data):
-    from facellm.evaluation import ask_endpoint, question_records, score
+    from facellm.eval.attributes import ask_endpoint, question_records, score
     from facellm.records import load_split
     from serve.api import start_in_thread
 

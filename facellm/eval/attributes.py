@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from facellm.calibration import calibration, label_confidence
+from facellm.eval.calibration import calibration, label_confidence
 from facellm.client import ask_all
 from facellm.errors import FacellmError
-from facellm.fairness import GROUP_ATTRIBUTES, per_group
+from facellm.eval.fairness import GROUP_ATTRIBUTES, per_group
 from facellm.images import load_image, to_data_url
-from facellm.mcq import wilson
+from facellm.eval.stats import wilson
 from facellm.records import text_of
 from facellm.schema import ATTRIBUTES, age_bins_apart, age_in_years, label_words, read_label
 
@@ -32,7 +32,7 @@ def score(records: list[dict], answers: list[str],
 
     Chance is uniform guessing among the classes present in the evaluated records. With ``logprobs``
     (each answer's (token, log-probability, alternatives), None where the server gave none), also the calibration
-    of the model's confidence in the label it states (``facellm.calibration``).
+    of the model's confidence in the label it states (``facellm.eval.calibration``).
     """
     per = defaultdict(lambda: {"n": 0, "correct": 0, "unparseable": 0})
     classes = defaultdict(set)
@@ -150,11 +150,11 @@ def markdown_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def write_report(results: dict[str, dict], out_dir: Path, title: str) -> Path:
+def write_attribute_report(results: dict[str, dict], out_dir: Path, title: str) -> Path:
     """The attribute report of one or more runs (e.g. base and tuned): tables, per-group fairness, plots."""
-    from facellm import counterfactual, fairness, identity
-    from facellm.calibration import markdown as calibration_markdown
-    from facellm.report import bar_plot, confusion_plot, reliability_plot, write_report as write
+    from facellm.eval import counterfactual, fairness, identity
+    from facellm.eval.calibration import markdown as calibration_markdown
+    from facellm.eval.report import bar_plot, confusion_plot, reliability_plot, write_report_files
 
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = [bar_plot(out_dir / "accuracy_per_attribute.png",
@@ -189,15 +189,15 @@ def write_report(results: dict[str, dict], out_dir: Path, title: str) -> Path:
             plots.append(bar_plot(out_dir / f"groups_{run}_{attribute}.png",
                                   {run: {g: (v["accuracy"], tuple(v["ci95"])) for g, v in f["groups"].items()}},
                                   f"{run}: accuracy per {attribute} group (bootstrap 95 % CI)"))
-    return write(out_dir, title, sections, results, plots)
+    return write_report_files(out_dir, title, sections, results, plots)
 
 
 def counterfactual_probe(endpoint: str, model: str, records_file: Path, api_key: str | None = None,
                          concurrency: int = 16) -> dict:
-    """The counterfactual records (``data_pipeline.counterfactual``) asked through the API and analysed."""
+    """The counterfactual records (``data_pipeline.counterfactual_faces``) asked through the API and analysed."""
     import json
 
-    from facellm.counterfactual import analyze
+    from facellm.eval.counterfactual import analyze
 
     records = [json.loads(line) for line in records_file.read_text().splitlines()]
     answers = ask_endpoint(endpoint, model, records, records_file.parent, api_key, concurrency,
@@ -209,7 +209,7 @@ def identity_section(endpoint: str, model: str, records: list[dict], image_root:
                      api_key: str | None = None, limit: int = 200) -> dict:
     """The identity probe on the first ``limit`` attribute questions, with the plain accuracy on the same ones
     (from ``result``, the score() of those records) beside it."""
-    from facellm.identity import identity_probe
+    from facellm.eval.identity import identity_probe
 
     probe = identity_probe(endpoint, model, records[:limit], image_root, api_key)
     plain = [s["predicted"] == s["truth"] for s in result["samples"][:limit]]
@@ -229,4 +229,4 @@ def compare_reports(run_dirs: list[Path], out_dir: Path) -> Path:
             if "attributes" not in result:
                 raise FacellmError(f"{path}: {name} is not an attribute report (FaceXBench reports compare by eye)")
             merged[f"{Path(run_dir).name}: {name}" if len(run_dirs) > 1 else name] = result
-    return write_report(merged, out_dir, "facellm eval compare: " + " vs ".join(str(d) for d in run_dirs))
+    return write_attribute_report(merged, out_dir, "facellm eval compare: " + " vs ".join(str(d) for d in run_dirs))

@@ -50,7 +50,7 @@ def bar_plot(path: Path, bars: dict[str, dict[str, tuple[float, tuple[float, flo
 
 
 def reliability_plot(path: Path, runs: dict[str, dict], title: str) -> Path:
-    """Reliability diagram: accuracy against mean confidence per bin (``facellm.calibration`` results),
+    """Reliability diagram: accuracy against mean confidence per bin (``facellm.eval.calibration`` results),
     the diagonal being perfect calibration; marker area grows with the bin's answers, labelled with their count."""
     import matplotlib
 
@@ -111,7 +111,7 @@ def confusion_plot(path: Path, confusions: dict[str, dict[str, dict[str, int]]],
     return path
 
 
-def write_report(out_dir: Path, title: str, sections: list[tuple[str, str]], data: dict,
+def write_report_files(out_dir: Path, title: str, sections: list[tuple[str, str]], data: dict,
                  plots: list[Path] = ()) -> Path:
     """report.json (``data``), report.md (title, sections, plots) and report.html from it; the .md path."""
     from markdown_it import MarkdownIt

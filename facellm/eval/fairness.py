@@ -8,16 +8,9 @@ from collections import defaultdict
 
 import numpy as np
 
+from facellm.eval.stats import bootstrap_ci
+
 GROUP_ATTRIBUTES = ("race", "gender", "age", "skin_tone")
-
-
-def bootstrap_ci(hits: list[bool], resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap 95 % interval of a mean of hits."""
-    if not hits:
-        return 0.0, 0.0
-    values = np.asarray(hits, dtype=float)
-    draws = np.random.default_rng(seed).choice(values, size=(resamples, len(values)), replace=True).mean(axis=1)
-    return float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
 
 
 def per_group(samples: list[dict]) -> dict:

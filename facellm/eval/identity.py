@@ -35,7 +35,7 @@ def identity_probe(endpoint: str, model: str, records: list[dict], image_root: P
     """``records``: attribute question records (one per image is enough). Each becomes a conversation:
     identity question, the model's answer, then the record's attribute question."""
     from facellm.client import ask_all
-    from facellm.evaluation import prompt_messages, to_openai_messages
+    from facellm.eval.attributes import prompt_messages, to_openai_messages
 
     questions = [PROBE_QUESTIONS[i % len(PROBE_QUESTIONS)] for i in range(len(records))]
 

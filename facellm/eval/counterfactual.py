@@ -1,6 +1,6 @@
 """The counterfactual probe: change one attribute of a face and see which answers change.
 
-Records come from ``data_pipeline.counterfactual`` (ids ``cf-<face>/<attribute>=<value>/<asked>``).
+Records come from ``data_pipeline.counterfactual_faces`` (ids ``cf-<face>/<attribute>=<value>/<asked>``).
 For each changed attribute: how often answers about the *other* attributes flip (a fair model: 0 %),
 and how often the answer about the changed attribute itself follows the change (a seeing model: 100 %).
 """

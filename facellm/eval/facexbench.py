@@ -12,13 +12,13 @@ folder, with top-level ``category``, ``sub-category``, ``dataset``, ``num_images
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from facellm.errors import FacellmError
+from facellm.eval.stats import wilson
 
 # Published FaceXBench accuracies (%), for the report's reference column.
 PUBLISHED = {
@@ -135,16 +135,6 @@ def extract_letter(answer: str, options: list[str]) -> str | None:
 
 # ------------------------------------------------------------ scoring
 
-def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion."""
-    if n == 0:
-        return 0.0, 0.0
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def score_mcq(questions: list[Question], answers: list[str]) -> dict:
     """Accuracy overall and per category, sub-category and single/multiple images, with Wilson 95 %
     intervals, chance (mean 1/options) and answers no letter could be read from."""
@@ -218,3 +208,16 @@ def markdown(result: dict) -> str:
     lines += ["Published FaceXBench accuracies, for reference (full benchmark, 5,000 questions):", "",
               "| model | accuracy |", "|---|---:|", *(f"| {m} | {v:.2f} % |" for m, v in result["published"].items())]
     return "\n".join(lines)
+
+
+def write_facexbench_report(out_dir: Path, model: str, benchmark: str | Path, result: dict) -> Path:
+    """report.md/.html/.json of one model's FaceXBench-format run, with a per-category plot; the .md path."""
+    from facellm.eval.report import bar_plot, write_report_files
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot = bar_plot(out_dir / "facexbench_per_category.png",
+                    {model: {c: (v["accuracy"], tuple(v["ci95"])) for c, v in result["category"].items()}},
+                    f"FaceXBench-format MCQ: {model} (95 % Wilson CI)", chance=result["chance"],
+                    references={k.split(" (")[0]: v for k, v in PUBLISHED.items()})
+    return write_report_files(out_dir, f"facellm eval: {model} on {benchmark} (FaceXBench format)",
+                              [("Multiple-choice accuracy", markdown(result))], {model: result}, [plot])
