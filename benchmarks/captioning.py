@@ -23,7 +23,7 @@ import facellm  # noqa: F401
 from data_pipeline.build import write_faces
 from facellm.client import openai_client
 from facellm.constrained import for_model
-from facellm.families.qwen import build_tiny_qwen2_vl
+from facellm.tiny_models.qwen import build_tiny_qwen2_vl
 from facellm.generation import GenerationRequest, generate
 from facellm.images import load_image, to_data_url
 from facellm.records import chat

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import facellm  # noqa: E402,F401
 from data_pipeline.synthetic import generate as draw_face  # noqa: E402
 from facellm.client import openai_client  # noqa: E402
-from facellm.families.qwen import build_tiny_qwen2_vl  # noqa: E402
+from facellm.tiny_models.qwen import build_tiny_qwen2_vl  # noqa: E402
 from facellm.images import to_data_url  # noqa: E402
 from serve.launch import server_process  # noqa: E402
 from memory import PeakRSS  # noqa: E402

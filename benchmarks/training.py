@@ -27,7 +27,7 @@ import torch
 from data_pipeline.build import BuildConfig, build_synthetic
 from data_pipeline.templates import ATTRIBUTES_ONLY
 from facellm.families import family
-from facellm.families.qwen import build_tiny_qwen2_vl
+from facellm.tiny_models.qwen import build_tiny_qwen2_vl
 from facellm.modeling import load_model, load_processor
 from facellm.records import load_split
 from finetune.batches import ShuffledBatches, preflight

@@ -1,6 +1,6 @@
 """Faces -> validated QA records -> dataset on disk: the last stage both builders share.
 
-A builder (synthetic or a real dataset) hands over :class:`Face` s: one face image
+A builder (synthetic or a real dataset) hands over :class:`FaceEntry` s: one face image
 with its labels, cues and split. Here every face gets its template QA, and with a
 teacher its teacher QA; every answer is checked by :mod:`data_pipeline.validate`;
 the kept ones become records, the rest go to ``rejects.jsonl`` with the reason.
@@ -18,16 +18,19 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from data_pipeline.export import atomic_write, export_all
+from data_pipeline.export import export_all
 from data_pipeline.templates import TemplateOptions, group_of, template_qa
 from data_pipeline.validate import check
+from facellm.atomic import atomic_open
 from facellm.records import Record, chat
 
 SPLITS = ("train", "validation", "test")
 
 
 @dataclass
-class Face:
+class FaceEntry:
+    """One face image a builder hands over, with what its records are written from."""
+
     key: str  # unique within the dataset; record ids are "<key>#<category>"
     image: str  # path relative to the dataset directory
     labels: dict[str, str]
@@ -38,12 +41,12 @@ class Face:
     pairs: list[tuple[str, str, str]] = field(default_factory=list)  # QA the builder knows (scene questions)
 
 
-def qa_reject(face: Face, writer: str, category: str, question: str, answer: str, reason: str) -> dict:
+def qa_reject(face: FaceEntry, writer: str, category: str, question: str, answer: str, reason: str) -> dict:
     return {"source": face.source, "input": face.image, "id": f"{face.key}#{category}", "writer": writer,
             "category": category, "question": question, "answer": answer, "reason": reason}
 
 
-def face_records(face: Face, pairs, writer: str) -> tuple[list[dict], list[dict]]:
+def face_records(face: FaceEntry, pairs, writer: str) -> tuple[list[dict], list[dict]]:
     """Records for the pairs that pass validation, and rejects for those that don't."""
     records, rejects, seen = [], [], Counter()
     cues = face.face.get("cues") or {}
@@ -59,7 +62,7 @@ def face_records(face: Face, pairs, writer: str) -> tuple[list[dict], list[dict]
     return records, rejects
 
 
-def template_records(faces: list[Face], options: TemplateOptions, seed: int):
+def template_records(faces: list[FaceEntry], options: TemplateOptions, seed: int):
     records, rejects = [], []
     for face in faces:
         rng = random.Random(f"{seed}-{face.key}")
@@ -70,7 +73,7 @@ def template_records(faces: list[Face], options: TemplateOptions, seed: int):
     return records, rejects
 
 
-def teacher_records(faces: list[Face], teacher, root: Path):
+def teacher_records(faces: list[FaceEntry], teacher, root: Path):
     """Teacher QA for every face, concurrently; cached answers cost no request."""
     by_key = {f.key: f for f in faces}
     jobs = [(f.key, root / f.image, f.labels, f.face.get("cues") or {}) for f in faces]
@@ -87,7 +90,7 @@ def teacher_records(faces: list[Face], teacher, root: Path):
     return records, rejects
 
 
-def write_dataset(out: Path, faces: list[Face], options: TemplateOptions, seed: int, input_rejects: list[dict],
+def write_dataset(out: Path, faces: list[FaceEntry], options: TemplateOptions, seed: int, input_rejects: list[dict],
                   manifest: dict, teacher=None) -> dict:
     """Records from the faces, exports, ``rejects.jsonl``, ``manifest.json`` and the dataset card."""
     from data_pipeline.card import write_card
@@ -102,7 +105,7 @@ def write_dataset(out: Path, faces: list[Face], options: TemplateOptions, seed: 
         by_split[r.pop("split")].append(r)
     by_split = {s: r for s, r in by_split.items() if r}
     all_rejects = input_rejects + rejects
-    with atomic_write(out / "rejects.jsonl") as f:
+    with atomic_open(out / "rejects.jsonl") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in all_rejects)
     if by_split:
         export_all(by_split, out)
@@ -117,8 +120,8 @@ def write_dataset(out: Path, faces: list[Face], options: TemplateOptions, seed: 
         "template_options": asdict(options),
     }
     if teacher is not None:
-        manifest["teacher"] = teacher.usage.as_dict()
-    with atomic_write(out / "manifest.json") as f:
+        manifest["teacher"] = {"model": teacher.cfg.model, **teacher.usage.as_dict()}
+    with atomic_open(out / "manifest.json") as f:
         json.dump(manifest, f, indent=2)
     if by_split:
         write_card(out, group_of=group_of)

@@ -17,7 +17,6 @@ missing ones and rebuilds the same records.
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,8 +26,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from data_pipeline import synthetic
-from data_pipeline.assemble import Face, write_dataset
+from data_pipeline.assemble import FaceEntry, write_dataset
 from data_pipeline.templates import TemplateOptions, scene_qa
+from facellm.atomic import atomic_path
 from facellm.errors import FacellmError
 from facellm.faces import quality_cues
 from facellm.schema import SYNTHETIC_ATTRIBUTES
@@ -59,9 +59,8 @@ def split_sizes(n: int, val_size: float, test_size: float) -> dict[str, int]:
 
 
 def save_png(image: Image.Image, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)  # a killed run never leaves a truncated image behind
+    with atomic_path(path) as tmp:  # a killed run never leaves a truncated image behind
+        image.save(tmp, format="PNG")
 
 
 def write_faces(folder: Path, count: int, seed: int = 0) -> list[Path]:
@@ -77,7 +76,7 @@ def _cues(image: Image.Image, box: list[float]) -> dict[str, float]:
     return quality_cues(np.asarray(image.convert("L"), dtype=np.float64), box)
 
 
-def synthetic_faces(split: str, index: int, cfg: BuildConfig) -> list[Face]:
+def synthetic_faces(split: str, index: int, cfg: BuildConfig) -> list[FaceEntry]:
     """The faces of image ``index`` of ``split``: the image itself when it holds one face, else one crop per
     face plus the whole scene (face count, each face by place)."""
     stream = cfg.seed * 10 + SPLIT_SEED_OFFSET[split]
@@ -91,8 +90,8 @@ def synthetic_faces(split: str, index: int, cfg: BuildConfig) -> list[Face]:
     if len(faces) == 1:
         f = faces[0]
         info = {"box": f.box, "cues": _cues(image, f.box), **({} if cfg.scene.plain else {"occlusion": f.occlusion})}
-        return [Face(key, rel, f.labels, split, "synthetic", info, f.observations, scene_pairs)]
-    out = [Face(f"{key}-scene", rel, {}, split, "synthetic", {}, None, scene_pairs)]
+        return [FaceEntry(key, rel, f.labels, split, "synthetic", info, f.observations, scene_pairs)]
+    out = [FaceEntry(f"{key}-scene", rel, {}, split, "synthetic", {}, None, scene_pairs)]
     size = cfg.image_size
     for k, f in enumerate(faces):
         crop_rel = f"images/{split}/{index:06d}_face{k}.png"
@@ -101,13 +100,13 @@ def synthetic_faces(split: str, index: int, cfg: BuildConfig) -> list[Face]:
             save_png(crop, cfg.out / crop_rel)
         box = [round(f.box[0] - k * size, 1), f.box[1], round(f.box[2] - k * size, 1), f.box[3]]
         info = {"box": box, "cues": _cues(crop, box), "occlusion": f.occlusion}
-        out.append(Face(f"{key}-face{k}", crop_rel, f.labels, split, "synthetic", info, f.observations))
+        out.append(FaceEntry(f"{key}-face{k}", crop_rel, f.labels, split, "synthetic", info, f.observations))
     return out
 
 
 def build_synthetic(cfg: BuildConfig, teacher=None) -> dict:
     sizes = split_sizes(cfg.n, cfg.val_size, cfg.test_size)
-    faces: list[Face] = []
+    faces: list[FaceEntry] = []
     for split, size in sizes.items():
         (cfg.out / "images" / split).mkdir(parents=True, exist_ok=True)
         for i in tqdm(range(size), desc=f"synthetic {split}", unit="img"):

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from data_pipeline import synthetic
 from data_pipeline.build import save_png
-from data_pipeline.export import atomic_write
 from data_pipeline.templates import answer, question
+from facellm.atomic import atomic_open
 
 CHANGES = {"skin_tone": tuple(synthetic.SKIN), "glasses": ("yes", "no"), "hair_color": tuple(synthetic.HAIR),
            "expression": synthetic.EXPRESSIONS, "head_pose": synthetic.POSES}
@@ -46,6 +46,6 @@ def build_counterfactuals(out: str | Path, faces: int = 20, seed: int = 0, size:
                 save_png(synthetic.render(variant), out / rel)
             records += [_record(key, rel, variant.labels, asked, face) for asked in CHANGES]
     path = out / "counterfactual.jsonl"
-    with atomic_write(path) as f:
+    with atomic_open(path) as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
     return path

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
+from facellm.atomic import atomic_dir, atomic_open, atomic_path, write_text_atomic
 from facellm.errors import FacellmError
 from facellm.records import Record
+
 
 IMAGE_TAG = "<image>"
 
@@ -51,7 +52,7 @@ def write_sharegpt(records_by_split: dict[str, list[dict]], out_dir: Path, image
     info = {}
     for split, records in records_by_split.items():
         path = out_dir / f"{split}.jsonl"
-        with atomic_write(path) as f:
+        with atomic_open(path) as f:
             for r in records:
                 f.write(json.dumps(to_sharegpt(r, image_root), ensure_ascii=False) + "\n")
         info[f"facellm_{split}"] = {
@@ -59,26 +60,7 @@ def write_sharegpt(records_by_split: dict[str, list[dict]], out_dir: Path, image
             "columns": {"messages": "messages", "images": "images"},
             "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
         }
-    (out_dir / "dataset_info.json").write_text(json.dumps(info, indent=2))
-
-
-class atomic_write:
-    """Write a text file via a temp file + rename: readers never see a half-written file."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp")
-
-    def __enter__(self):
-        self.f = self.tmp.open("w", encoding="utf-8")
-        return self.f
-
-    def __exit__(self, exc_type, *_):
-        self.f.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+    write_text_atomic(out_dir / "dataset_info.json", json.dumps(info, indent=2))
 
 
 def to_llava(record: dict) -> dict:
@@ -93,7 +75,7 @@ def write_llava(records_by_split: dict[str, list[dict]], out_dir: Path) -> None:
     """One JSON list per split; image paths relative to the dataset directory (LLaVA's --image_folder)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for split, records in records_by_split.items():
-        with atomic_write(out_dir / f"{split}.json") as f:
+        with atomic_open(out_dir / f"{split}.json") as f:
             json.dump([to_llava(r) for r in records if len(r["images"]) == 1], f, ensure_ascii=False)
 
 
@@ -104,22 +86,14 @@ def save_dataset(records_by_split: dict[str, list[dict]], out_dir: Path | None, 
 
     dataset = DatasetDict({s: Dataset.from_list(r) for s, r in records_by_split.items()})
     if out_dir is not None:
-        tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        dataset.save_to_disk(str(tmp))
-        old = out_dir.with_name(f".{out_dir.name}.old")
-        if out_dir.exists():  # two renames: a crash in between leaves the old copy next to the new one
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        with atomic_dir(out_dir) as tmp:
+            dataset.save_to_disk(str(tmp))
     if parquet_dir is None:
         return
     parquet_dir.mkdir(parents=True, exist_ok=True)
     for split, ds in dataset.items():
-        part = parquet_dir / f".{split}.parquet.tmp"
-        ds.to_parquet(str(part))
-        os.replace(part, parquet_dir / f"{split}.parquet")
+        with atomic_path(parquet_dir / f"{split}.parquet") as tmp:
+            ds.to_parquet(str(tmp))
 
 
 FORMATS = ("hf", "parquet", "sharegpt", "llava")

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from data_pipeline.assemble import SPLITS, Face, write_dataset
-from data_pipeline.export import atomic_write
+from data_pipeline.assemble import SPLITS, FaceEntry, write_dataset
 from data_pipeline.sources import SourceItem, read_source
 from data_pipeline.templates import TemplateOptions, pose_from_cues
+from facellm.atomic import atomic_open, atomic_path
 from facellm.errors import FacellmError
 from facellm.faces import CROP_MARGIN, crop_box
 from facellm.images import ImageError, load_image, load_image_bytes
@@ -76,15 +75,13 @@ class Ingest:
         """Save the face's crop and landmarks; ``n`` numbers the faces of a several-face image."""
         box = crop_box(face.box, image.width, image.height, self.cfg.crop_margin)
         stem = f"images/{self.cfg.source}/{_safe(item.key).replace('.', '_')}" + (f"_face{n}" if n is not None else "")
-        tmp = self.cfg.out / f"{stem}.tmp.jpg"
-        image.crop(box).save(tmp, format="JPEG", quality=95)
-        os.replace(tmp, self.cfg.out / f"{stem}.jpg")
+        with atomic_path(self.cfg.out / f"{stem}.jpg") as tmp:
+            image.crop(box).save(tmp, format="JPEG", quality=95)
         info = {"box": [round(v - o, 1) for v, o in zip(face.box, box[:2] * 2)], "cues": face.cues}
         if face.landmarks is not None:
             points = (face.landmarks - np.array([box[0], box[1], 0])).astype(np.float32)
-            with open(self.cfg.out / f"{stem}.landmarks.npy.tmp", "wb") as f:
+            with atomic_open(self.cfg.out / f"{stem}.landmarks.npy", "wb") as f:
                 np.save(f, points)
-            os.replace(self.cfg.out / f"{stem}.landmarks.npy.tmp", self.cfg.out / f"{stem}.landmarks.npy")
             info["landmarks"] = f"{stem}.landmarks.npy"
         return {"n": n, "image": f"{stem}.jpg", "face": info}
 
@@ -111,7 +108,7 @@ def split_of(item: SourceItem, cfg: IngestConfig) -> str:
     return hash_split(item.identity or item.key, cfg.val_size, cfg.test_size)
 
 
-def faces_of(item: SourceItem, entry: dict, cfg: IngestConfig) -> list[Face] | str:
+def faces_of(item: SourceItem, entry: dict, cfg: IngestConfig) -> list[FaceEntry] | str:
     """The item's faces that pass the filters, with labels and split, or the reason it gives none."""
     if item.problems:
         return "labels: " + "; ".join(item.problems)
@@ -130,7 +127,7 @@ def faces_of(item: SourceItem, entry: dict, cfg: IngestConfig) -> list[Face] | s
             labels.setdefault("head_pose", pose)
         key = f"{item.source}-{_safe(item.key)}" + (f"-face{f['n']}" if f["n"] is not None else "")
         face = f["face"] if item.age_years is None else {**f["face"], "age_years": item.age_years}
-        kept.append(Face(key, f["image"], labels, split_of(item, cfg), item.source, face))
+        kept.append(FaceEntry(key, f["image"], labels, split_of(item, cfg), item.source, face))
     return kept or f"every face is smaller than {cfg.min_face} px or blurrier than {cfg.min_blur}"
 
 
@@ -179,16 +176,16 @@ def ingest(cfg: IngestConfig, teacher=None) -> dict:
         faces, duplicates = _drop_duplicates(faces, cfg.out, cfg.dedupe)
         rejects += duplicates
     if not faces:
-        with atomic_write(cfg.out / "rejects.jsonl") as f:
+        with atomic_open(cfg.out / "rejects.jsonl") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects)
         raise FacellmError(f"{cfg.root}: no image gave a face; reasons in {cfg.out / 'rejects.jsonl'}")
     manifest = {"source": cfg.source, "root": str(cfg.root), "images": len(items), "rejected": len(rejects)}
     return write_dataset(cfg.out, faces, cfg.templates, cfg.seed, rejects, manifest, teacher)
 
 
-def _drop_duplicates(faces: list[Face], out: Path, max_distance: int) -> tuple[list[Face], list[dict]]:
+def _drop_duplicates(faces: list[FaceEntry], out: Path, max_distance: int) -> tuple[list[FaceEntry], list[dict]]:
     """Keep the first of every group of near-identical face crops (perceptual hash); reject the rest."""
-    from data_pipeline.hygiene import near_duplicates
+    from data_pipeline.phash import near_duplicates
 
     first = near_duplicates([out / f.image for f in faces], max_distance)
     rejects = [{"source": faces[i].source, "input": faces[i].image,

@@ -13,23 +13,17 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from facellm.errors import FacellmError
-from facellm.records import load_split, text_of
+from facellm.records import load_splits, read_manifest, text_of
 from facellm.schema import ATTRIBUTES
 
 SPLIT_ORDER = ("train", "validation", "test")
 BALANCE_ATTRIBUTES = ("race", "gender", "age", "skin_tone")  # demographic groups (skin_tone: the synthetic one)
 
 
-def splits_of(dataset_dir: str | Path) -> list[str]:
-    """The dataset's splits, train/validation/test first."""
-    ds_dir = Path(dataset_dir) / "dataset"
-    info = ds_dir / "dataset_dict.json"
-    if not info.is_file():
-        raise FacellmError(f"{dataset_dir}: no dataset/ inside; "
-                           f"build one with `facellm data build --out {dataset_dir}`")
-    splits = json.loads(info.read_text(encoding="utf-8"))["splits"]
-    return sorted(splits, key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else len(SPLIT_ORDER), s))
+def _in_split_order(by_split: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The same splits, train/validation/test first, then any other by name."""
+    return dict(sorted(by_split.items(),
+                       key=lambda kv: (SPLIT_ORDER.index(kv[0]) if kv[0] in SPLIT_ORDER else len(SPLIT_ORDER), kv[0])))
 
 
 def image_key(record_id: str) -> str:
@@ -88,10 +82,9 @@ def summarize(dataset_dir: str | Path, group_of: Callable[[str], str] | None = N
     """
     dataset_dir = Path(dataset_dir)
     group_of = group_of or (lambda c: c)
-    manifest_path = dataset_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
-    splits = splits_of(dataset_dir)
-    records_by_split = {s: load_split(dataset_dir, s) for s in splits}
+    manifest = read_manifest(dataset_dir) or {}
+    records_by_split = _in_split_order(load_splits(dataset_dir))
+    splits = list(records_by_split)
 
     per_split, categories, groups, sources = {}, {}, {}, Counter()
     labels_by_image: dict[tuple[str, str], dict[str, str]] = {}

@@ -23,20 +23,21 @@ import logging
 import numbers
 import os
 import random
-import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import openai
 
+from facellm.atomic import atomic_open
 from facellm.errors import FacellmError
 from facellm.images import load_image, to_data_url
+from facellm.inflight import bounded_map
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,8 @@ def parse_qa(content: str | None, categories: Iterable[str]) -> list[tuple[str, 
 
 
 class _Cache:
-    """One JSON file per key; written to a temp file then renamed, so readers never see half a file.
+    """One JSON file per key, written atomically (each write its own temp file: threads, and builds sharing
+    the cache, may write one key at once), so readers never see half a file.
 
     A file that does not parse (torn by a crash before the rename was durable, or
     edited by hand) is a miss, never an error.
@@ -265,16 +267,8 @@ class _Cache:
     def put(self, key: str, entry: dict) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"key": key, **entry}, f, ensure_ascii=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path, fsync=True, unique=True) as f:
+            json.dump({"key": key, **entry}, f, ensure_ascii=False)
 
 
 class _Retry(Exception):
@@ -416,34 +410,17 @@ class Teacher:
     ) -> Iterator[tuple[Any, list[tuple[str, str, str]] | TeacherError]]:
         """(key, pairs or TeacherError) per job, in completion order, ``cfg.concurrency`` at a time.
 
-        Jobs are pulled lazily (a bounded window), so a generator of millions of
-        images is fine, and each result is yielded as soon as it is done so the
-        caller can journal it before the next one arrives.
+        Jobs are pulled lazily (:func:`facellm.inflight.bounded_map`), so a generator of
+        millions of images is fine, and each result is yielded as soon as it is done so
+        the caller can journal it before the next one arrives. Errors other than
+        TeacherError (bugs) are raised. Stopping early drops the jobs not yet started.
         """
-        jobs = iter(jobs)
-        window = 2 * self.cfg.concurrency
-        pool = ThreadPoolExecutor(self.cfg.concurrency, thread_name_prefix="teacher")
-        pending: dict[Future, Any] = {}
 
-        def refill() -> None:
-            while len(pending) < window:
-                job = next(jobs, None)
-                if job is None:
-                    return
-                key, image_path, labels, cues = job
-                pending[pool.submit(self.qa, image_path, labels, cues)] = key
+        def ask(job: tuple[Any, Path, dict, dict]) -> list[tuple[str, str, str]]:
+            return self.qa(*job[1:])
 
-        try:
-            refill()
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    key = pending.pop(fut)
-                    try:
-                        result: list | TeacherError = fut.result()
-                    except TeacherError as e:
-                        result = e
-                    yield key, result
-                refill()
-        finally:  # the caller may stop early: drop what has not started
-            pool.shutdown(wait=True, cancel_futures=True)
+        with closing(bounded_map(ask, jobs, self.cfg.concurrency, name="teacher")) as results:
+            for (key, *_), result in results:
+                if isinstance(result, Exception) and not isinstance(result, TeacherError):
+                    raise result
+                yield key, result

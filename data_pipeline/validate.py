@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from data_pipeline import templates as T
+from data_pipeline import templates
 from facellm.schema import ATTRIBUTES, normalize
 
 _CLAUSES = re.compile(r"(?<=[.;!?])\s+|,\s+|\s+(?:and|but|while|whereas)\s+|\n+")
@@ -52,16 +52,18 @@ _DECLINE = re.compile(r"\b(?:can't|cannot|can not|won't|don't|do not|isn't somet
 _RACE_WORDS = set(" ".join(ATTRIBUTES["race"].values).replace("_", " ").split())  # "appears to be East Asian"
 
 _CUE_CLAIMS = [  # (pattern, cue, test that makes the claim false, what the cue says)
-    (r"\b(?:blurry|blurred|out of focus|unsharp)\b", "blur_laplacian_var", lambda v: v >= T.SHARP_BLUR, "sharp"),
+    (r"\b(?:blurry|blurred|out of focus|unsharp)\b", "blur_laplacian_var",
+     lambda v: v >= templates.SHARP_BLUR, "sharp"),
     (r"\b(?:in focus|sharply focused|crisp|(?:face|image|photo|picture) is sharp)\b", "blur_laplacian_var",
-     lambda v: v <= T.BLURRY_BLUR, "blurry"),
+     lambda v: v <= templates.BLURRY_BLUR, "blurry"),
     (r"\b(?:dimly lit|poorly lit|underexposed|too dark|very dark|low light)\b", "brightness",
-     lambda v: v >= T.DARK, "not dark"),
-    (r"\b(?:well lit|brightly lit|overexposed)\b", "brightness", lambda v: v < T.DARK, "dark"),
-    (r"\beyes (?:are |look )?(?:closed|shut)\b", "eye_openness", lambda v: v >= T.EYES_OPEN, "eyes open"),
-    (r"\beyes (?:are |look )?(?:wide )?open\b", "eye_openness", lambda v: v <= T.EYES_CLOSED, "eyes closed"),
-    (r"\bmouth (?:is |looks )?(?:wide )?open\b", "mouth_openness", lambda v: v <= T.MOUTH_CLOSED, "mouth closed"),
-    (r"\bmouth (?:is |looks )?closed\b", "mouth_openness", lambda v: v >= T.MOUTH_OPEN, "mouth open"),
+     lambda v: v >= templates.DARK, "not dark"),
+    (r"\b(?:well lit|brightly lit|overexposed)\b", "brightness", lambda v: v < templates.DARK, "dark"),
+    (r"\beyes (?:are |look )?(?:closed|shut)\b", "eye_openness", lambda v: v >= templates.EYES_OPEN, "eyes open"),
+    (r"\beyes (?:are |look )?(?:wide )?open\b", "eye_openness", lambda v: v <= templates.EYES_CLOSED, "eyes closed"),
+    (r"\bmouth (?:is |looks )?(?:wide )?open\b", "mouth_openness",
+     lambda v: v <= templates.MOUTH_CLOSED, "mouth closed"),
+    (r"\bmouth (?:is |looks )?closed\b", "mouth_openness", lambda v: v >= templates.MOUTH_OPEN, "mouth open"),
 ]
 _SYNTHETIC_CLAIM = re.compile(r"\b(?:synthetic|generated|computer-generated|rendered|fake|deepfake|manipulated|"
                               r"drawing|cartoon)\b", re.I)

@@ -15,6 +15,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from facellm.atomic import write_text_atomic
 from facellm.errors import FacellmError
 
 RECIPE = Path(__file__).resolve().parent.parent / "finetune" / "configs" / "tiny-synthetic.yaml"
@@ -91,7 +92,7 @@ def run_demo(out: Path | None, steps: int | None = None, n_images: int = 6400, u
         _report(results, out, run_dir, test, t0)
         summary = {"elapsed_s": time.perf_counter() - t0, "base": results["base"]["mean_accuracy"],
                    "tuned": results["tuned"]["mean_accuracy"], "engine": engine, "out": str(out)}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
         if ui:
             examples = sorted({str(data / r["images"][0]) for r in test})[:4]
             _chat_ui(base_url, ui_port, engine, examples)

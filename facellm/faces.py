@@ -50,7 +50,9 @@ def crop_box(box: list[float], width: int, height: int, margin: float = CROP_MAR
 
 
 @dataclass
-class Face:
+class DetectedFace:
+    """One face :class:`FaceAnalyzer` found in an image (landmarks and cues filled by ``analyze``)."""
+
     box: list[float]  # [x0, y0, x1, y1] in pixels
     score: float
     keypoints: list[list[float]]  # BlazeFace's 6: eyes, nose tip, mouth, ears (pixels)
@@ -118,7 +120,7 @@ class FaceAnalyzer:
         interpreter.invoke()
         return [interpreter.get_tensor(o["index"]) for o in interpreter.get_output_details()]
 
-    def detect(self, image: Image.Image) -> list[Face]:
+    def detect(self, image: Image.Image) -> list[DetectedFace]:
         """Faces in an RGB image, highest score first."""
         w, h = image.size
         side = max(w, h)  # letterbox to a square, as the detector was trained
@@ -138,11 +140,11 @@ class FaceAnalyzer:
         for box, points, score in _weighted_nms(boxes, keypoints, scores[keep]):
             box_px = box.reshape(2, 2) * side - offset
             box_px = np.clip(box_px, 0, [w, h])
-            faces.append(Face(box=[round(float(v), 1) for v in box_px.ravel()], score=round(score, 4),
+            faces.append(DetectedFace(box=[round(float(v), 1) for v in box_px.ravel()], score=round(score, 4),
                               keypoints=(points * side - offset).round(1).tolist()))
         return faces
 
-    def landmarks(self, image: Image.Image, face: Face) -> np.ndarray | None:
+    def landmarks(self, image: Image.Image, face: DetectedFace) -> np.ndarray | None:
         """468 face-mesh points in image pixels, or None when the mesh sees no face in the box."""
         x0, y0, x1, y1 = face.box
         half = ROI_SCALE * max(x1 - x0, y1 - y0) / 2
@@ -159,7 +161,7 @@ class FaceAnalyzer:
         points[:, 2] *= scale
         return points
 
-    def analyze(self, image: Image.Image) -> list[Face]:
+    def analyze(self, image: Image.Image) -> list[DetectedFace]:
         """Detection, landmarks and cues for every face."""
         gray = np.asarray(image.convert("L"), dtype=np.float64)
         faces = self.detect(image)

@@ -1,14 +1,25 @@
-"""The one record format every stage speaks (DESIGN.md): an OpenAI-style chat with image parts."""
+"""The one record format every stage speaks (DESIGN.md): an OpenAI-style chat with image parts, and the
+one way to open a dataset directory written by ``facellm data build``.
+
+A dataset directory DIR holds the records as a ``datasets.DatasetDict`` in DIR/dataset (plus exports
+beside it) and, when a build wrote it, DIR/manifest.json; record image paths are relative to DIR.
+Stages read it through :func:`open_dataset`, :func:`load_split` / :func:`load_splits`,
+:func:`read_manifest` and :func:`split_fingerprints`, rather than by path.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 from facellm.errors import FacellmError
 from facellm.schema import validate_labels
+
+if TYPE_CHECKING:
+    from datasets import DatasetDict
 
 
 class ContentPart(BaseModel):
@@ -68,18 +79,47 @@ def text_of(message: dict) -> str:
     return "".join(p.get("text") or "" for p in message["content"] if p["type"] == "text")
 
 
-def _open_dataset(data_dir: str | Path):
-    from datasets import load_from_disk
-
+def _dataset_folder(data_dir: str | Path) -> Path:
     ds_dir = Path(data_dir) / "dataset"
     if not ds_dir.is_dir():
         raise FacellmError(f"{data_dir}: no dataset/ inside; build one with `facellm data build --out {data_dir}`")
-    return load_from_disk(str(ds_dir))
+    return ds_dir
+
+
+def open_dataset(data_dir: str | Path) -> DatasetDict:
+    """The ``datasets.DatasetDict`` of a dataset directory (memory-mapped, one key per split); a
+    FacellmError saying how to build one when DIR has no dataset/."""
+    from datasets import load_from_disk
+
+    return load_from_disk(str(_dataset_folder(data_dir)))
+
+
+def is_dataset_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a dataset directory written by ``facellm data build`` (it has a manifest)."""
+    return (Path(path) / "manifest.json").is_file()
+
+
+def read_manifest(data_dir: str | Path) -> dict | None:
+    """What the build wrote about the dataset (source, seed, counts, teacher usage); None when DIR has no
+    manifest (an export, or a dataset built elsewhere)."""
+    path = Path(data_dir) / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise FacellmError(f"{path}: unreadable manifest ({e}); rebuild the dataset") from None
+
+
+def split_fingerprints(data_dir: str | Path) -> dict[str, str | None]:
+    """split -> ``datasets``' fingerprint of its content, read without loading the data."""
+    return {state.parent.name: json.loads(state.read_text(encoding="utf-8")).get("_fingerprint")
+            for state in sorted(_dataset_folder(data_dir).glob("*/state.json"))}
 
 
 def load_split(data_dir: str | Path, split: str) -> list[dict]:
     """Records of one split of a dataset directory written by ``facellm data build``."""
-    ds = _open_dataset(data_dir)
+    ds = open_dataset(data_dir)
     if split not in ds:
         raise FacellmError(f"{data_dir}: no split {split!r} (has {', '.join(ds)})")
     return [_without_nulls(r) for r in ds[split].to_list()]
@@ -87,7 +127,7 @@ def load_split(data_dir: str | Path, split: str) -> list[dict]:
 
 def load_splits(data_dir: str | Path) -> dict[str, list[dict]]:
     """Every split of a dataset directory."""
-    return {split: [_without_nulls(r) for r in part.to_list()] for split, part in _open_dataset(data_dir).items()}
+    return {split: [_without_nulls(r) for r in part.to_list()] for split, part in open_dataset(data_dir).items()}
 
 
 def _without_nulls(record: dict) -> dict:

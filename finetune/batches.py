@@ -10,6 +10,7 @@ text once; the collator keeps that for every epoch's batches.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,19 @@ def check_max_length(report: Preflight, chats: list[dict], max_length: int | Non
         f"images included ({s['image_tokens']} tokens per image size). Images are never truncated: raise max_length "
         f"to at least {s['longest_tokens']}, or lower the pixel budget so images take fewer tokens, or set "
         "group_by_image: false for shorter chats")
+
+
+def training_steps(max_steps: int | None, epochs: float | None, chats: int, chats_per_step: int,
+                   default: int) -> int:
+    """Optimiser steps of a run: ``max_steps`` as given, or ``ceil(epochs * chats / chats_per_step)``.
+
+    ``chats_per_step`` is every chat one step sees: ``batch_size * grad_accum`` here, since ``batch_size`` is
+    the batch of the whole step, split across processes (``B * accum * world`` with a per-process ``B``).
+    ``default`` applies where a recipe sets neither.
+    """
+    if epochs is not None:
+        return max(1, math.ceil(epochs * chats / chats_per_step))
+    return default if max_steps is None else max_steps
 
 
 class ShuffledBatches(torch.utils.data.IterableDataset):

@@ -6,17 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from facellm.atomic import write_text_atomic
 from facellm.families import Family
+from facellm.records import read_manifest, split_fingerprints
 from finetune.config import TrainConfig
 
 
 def dataset_fingerprint(data: Path) -> dict:
     """datasets' fingerprint of each split plus the build manifest: what exactly was trained on."""
-    prints = {}
-    for state in sorted((data / "dataset").glob("*/state.json")):
-        prints[state.parent.name] = json.loads(state.read_text()).get("_fingerprint")
-    manifest = data / "manifest.json"
-    return {"splits": prints, "manifest": json.loads(manifest.read_text()) if manifest.is_file() else None}
+    return {"splits": split_fingerprints(data), "manifest": read_manifest(data)}
 
 
 def model_card(cfg: TrainConfig, summary: dict, fam: Family, base: str) -> str:
@@ -33,8 +31,9 @@ tags: [facellm, face-understanding, vision-language]
 
 # facellm fine-tune of `{base}` ({fam.model_type})
 
-Trained with `facellm train` on `{cfg.data}` for {summary['steps']} steps ({method}; batch {cfg.batch_size} x
-{cfg.grad_accum} accumulation x {summary.get('world_size', 1)} processes; lr {cfg.learning_rate}, {cfg.lr_scheduler}).
+Trained with `facellm train` on `{cfg.data}` for {summary['steps']} steps
+({summary['epochs']} epochs of {summary['train_examples']:,} chats; {method}; batch {cfg.batch_size}, split across
+{summary.get('world_size', 1)} processes, x {cfg.grad_accum} accumulation; lr {cfg.learning_rate}, {cfg.lr_scheduler}).
 Trainable parameters: {summary['trainable_parameters']:,}. Final training loss: {summary['final_loss']:.4f}.
 
 ## Held-out accuracy (validation split, per attribute)
@@ -60,5 +59,6 @@ are perceptions; check per-group accuracy (`facellm eval`) before relying on it.
 def write_run_files(saved: Path, cfg: TrainConfig, summary: dict, fam: Family) -> None:
     info = {"config": cfg.to_dict(), "dataset": dataset_fingerprint(Path(cfg.data)), "metrics": summary,
             "family": fam.model_type, "base_model": cfg.model}
-    (saved / "facellm_train.json").write_text(json.dumps(info, indent=2, default=str))
-    (saved / "README.md").write_text(model_card(cfg, summary, fam, cfg.model))
+    # merge and serving read the pixel budget and lengths from facellm_train.json: never half of it
+    write_text_atomic(saved / "facellm_train.json", json.dumps(info, indent=2, default=str))
+    write_text_atomic(saved / "README.md", model_card(cfg, summary, fam, cfg.model))

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+from facellm.atomic import write_text_atomic
 from facellm.errors import FacellmError
 
 
@@ -20,7 +21,7 @@ def save(accelerator, out: Path, step: int, keep: int) -> Path:
     path = out / "checkpoints" / f"step-{step}"
     accelerator.save_state(str(path))
     if accelerator.is_main_process:
-        (path / "done").write_text(json.dumps({"step": step}))
+        write_text_atomic(path / "done", json.dumps({"step": step}))  # a torn marker would break resuming
         for old in checkpoints(out)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()

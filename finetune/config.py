@@ -1,32 +1,12 @@
-"""Typed training configuration, loadable from YAML, with CLI overrides (``key=value``)."""
+"""Typed training configuration (`facellm train`): YAML recipe, `--set key=value` overrides and flags."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import yaml
+from facellm.config import Config, ConfigError
 
-from facellm.errors import FacellmError
-from facellm.yamlfile import load_mapping
-
-
-class ConfigError(FacellmError, ValueError):
-    pass
-
-
-def _numbers(cls, raw: dict) -> dict:
-    """Numbers YAML 1.1 reads as text ("2e-3" lacks the dot it wants) become numbers; others are refused."""
-    raw = dict(raw)
-    for f in dataclasses.fields(cls):
-        kind = str(f.type).split(" |")[0]
-        if kind in ("float", "int") and isinstance(raw.get(f.name), str):
-            try:
-                raw[f.name] = float(raw[f.name]) if kind == "float" else int(raw[f.name])
-            except ValueError:
-                raise ConfigError(f"{f.name} {raw[f.name]!r}: expected a number") from None
-    return raw
+DEFAULT_MAX_STEPS = 1000  # steps trained when a config sets neither max_steps nor epochs
 
 
 @dataclass
@@ -42,7 +22,9 @@ class LoraSettings:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
+    EXCLUSIVE = (("max_steps", "epochs"),)
+
     model: str = ""  # model directory (hub layout)
     data: str = ""  # dataset directory written by `facellm data build`
     output: str = "runs/train"
@@ -57,8 +39,9 @@ class TrainConfig:
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30 % more compute
     group_by_image: bool = True  # all questions about an image in one multi-turn chat
     group_by_length: bool = False  # batch chats of similar token length together: less padding, less random
-    max_steps: int = 1000
-    epochs: float = 0  # > 0: train this many passes over the training chats instead of max_steps
+    # how long to train: optimizer steps, or passes over the training chats (neither: DEFAULT_MAX_STEPS steps)
+    max_steps: int | None = None
+    epochs: float | None = None
     batch_size: int = 8
     grad_accum: int = 1
     learning_rate: float = 2e-4
@@ -83,42 +66,16 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads (None: torch's default)
     dataloader_workers: int = 1  # processes collating batches ahead of the training step (0: inline)
 
-    @classmethod
-    def from_yaml(cls, path: str | Path | None, overrides: list[str] = ()) -> "TrainConfig":
-        raw = load_mapping(path, ConfigError) if path is not None else {}
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"override {item!r}: expected key=value (e.g. max_steps=200 or lora.r=8)")
-            target = raw
-            *parents, leaf = key.split(".")
-            for p in parents:
-                target = target.setdefault(p, {})
-            target[leaf] = yaml.safe_load(value)
-        return cls.from_dict(raw)
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        if unknown := set(raw) - known:
-            raise ConfigError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
-        raw = dict(raw)
-        lora = raw.pop("lora", {}) or {}
-        lora_known = {f.name for f in dataclasses.fields(LoraSettings)}
-        if unknown := set(lora) - lora_known:
-            raise ConfigError(f"unknown lora setting(s) {sorted(unknown)}; known: {sorted(lora_known)}")
-        if "betas" in raw:
-            raw["betas"] = tuple(raw["betas"])
-        if raw.get("mixed_precision") is False:  # YAML 1.1 reads a bare `no` as false
-            raw["mixed_precision"] = "no"
-        cfg = cls(lora=LoraSettings(**_numbers(LoraSettings, lora)), **_numbers(cls, raw))
-        if cfg.method not in ("lora", "qlora", "full"):
-            raise ConfigError(f"method {cfg.method!r}: expected lora, qlora or full")
-        if cfg.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ConfigError(f"mixed_precision {cfg.mixed_precision!r}: expected no, bf16 or fp16")
-        if unknown := set(cfg.report_to) - {"tensorboard", "wandb"}:
+    def __post_init__(self):
+        if self.method not in ("lora", "qlora", "full"):
+            raise ConfigError(f"method {self.method!r}: expected lora, qlora or full")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ConfigError(f"mixed_precision {self.mixed_precision!r}: expected no, bf16 or fp16")
+        if unknown := set(self.report_to) - {"tensorboard", "wandb"}:
             raise ConfigError(f"report_to {sorted(unknown)}: expected tensorboard and/or wandb")
-        return cfg
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        if self.max_steps is not None and self.epochs is not None:
+            raise ConfigError("set max_steps or epochs, not both")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps {self.max_steps}: expected at least 1")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ConfigError(f"epochs {self.epochs}: expected a number above 0")

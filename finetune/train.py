@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from facellm.atomic import write_text_atomic
 from facellm.errors import FacellmError
 from facellm.eval.attributes import prompt_messages, question_records, score
 from facellm.generation import GenerationRequest, generate
@@ -26,10 +27,10 @@ from facellm.images import load_image
 from facellm.modeling import load_model, load_processor, model_family
 from facellm.records import load_split
 from finetune import checkpoint
-from finetune.batches import ShuffledBatches, check_max_length, preflight
+from finetune.batches import ShuffledBatches, check_max_length, preflight, training_steps
 from finetune.card import write_run_files
 from finetune.collator import IGNORE, ChatCollator, group_by_image
-from finetune.config import TrainConfig
+from finetune.config import DEFAULT_MAX_STEPS, TrainConfig
 from finetune.method import apply_method, quantization_config
 from finetune.plots import plot_curves
 
@@ -107,11 +108,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     report = preflight(chats, collator, data)
     preflight_s = time.perf_counter() - preflight_start
     check_max_length(report, chats, cfg.max_length)
+    chats_per_step = cfg.batch_size * cfg.grad_accum
+    steps = training_steps(cfg.max_steps, cfg.epochs, len(chats), chats_per_step, DEFAULT_MAX_STEPS)
+    epochs = round(steps * chats_per_step / len(chats), 3)  # what the run trains, whichever setting chose it
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=int(cfg.warmup_ratio * cfg.max_steps),
-                              num_training_steps=cfg.max_steps)
+    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=int(cfg.warmup_ratio * steps),
+                              num_training_steps=steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)  # stepped once per step, whatever the world size
     start = 0
@@ -149,15 +153,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
 
     if not resume:
         record({"step": 0, "config": cfg.to_dict(), "trainable_parameters": trainable, "parameters": total,
-                "train_examples": len(chats), "world_size": world,
+                "train_examples": len(chats), "world_size": world, "steps": steps,
+                "epochs": epochs,
                 "preflight": {**report.summary(chats), "seconds": round(preflight_s, 3)}})
     batches = ShuffledBatches(chats, cfg.batch_size, cfg.seed, collator,
                               report.lengths if cfg.group_by_length else None, start * cfg.grad_accum, rank, world)
     micro = iter(torch.utils.data.DataLoader(batches, batch_size=None, num_workers=cfg.dataloader_workers,
                                              worker_init_fn=_single_threaded_worker))
-    bar = tqdm(total=cfg.max_steps, initial=start, desc="train", unit="step", disable=not main)
+    bar = tqdm(total=steps, initial=start, desc="train", unit="step", disable=not main)
     window_loss, window_tokens, t0 = 0.0, 0, time.perf_counter()
-    for step in range(start + 1, cfg.max_steps + 1):
+    for step in range(start + 1, steps + 1):
         step_batches = [next(micro) for _ in range(cfg.grad_accum)]
         local = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in step_batches)
         answer_tokens = accelerator.reduce(torch.tensor(local, device=accelerator.device), "sum").item()
@@ -180,21 +185,21 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         window_loss += step_loss
         window_tokens += sum(int(b["attention_mask"].sum()) for b in step_batches) * world  # real tokens
         bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
+        if step % cfg.log_every == 0 or step == steps:
             n = cfg.log_every if step % cfg.log_every == 0 else step % cfg.log_every
             record({"step": step, "loss": window_loss / n, "lr": scheduler.get_last_lr()[0],
                     "real_tokens": window_tokens, "tokens_per_s": window_tokens / (time.perf_counter() - t0)})
             bar.set_postfix(loss=f"{window_loss / n:.4f}")
             window_loss, window_tokens, t0 = 0.0, 0, time.perf_counter()
-        if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps and val_records:
+        if cfg.eval_every and step % cfg.eval_every == 0 and step < steps and val_records:
             if (result := evaluate(step)) is not None:
                 bar.write(f"step {step}: validation accuracy {result['mean_accuracy']:.3f}")
-        if cfg.save_every and step % cfg.save_every == 0 and step < cfg.max_steps:
+        if cfg.save_every and step % cfg.save_every == 0 and step < steps:
             checkpoint.save(accelerator, out, step, cfg.keep_checkpoints)
     bar.close()
 
     # --- save: adapter (or full model), run files, curves
-    final = evaluate(cfg.max_steps) if val_records else None
+    final = evaluate(steps) if val_records else None
     summary = None
     if main:
         saved = out / ("model" if cfg.method == "full" else "adapter")
@@ -203,12 +208,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             processor.save_pretrained(saved)
         log_file.close()
         plot_curves(log, out / "curves.png")
-        summary = {"output": str(out), "steps": cfg.max_steps,
+        summary = {"output": str(out), "steps": steps,
+                   "epochs": epochs, "train_examples": len(chats),
                    "final_loss": next(r["loss"] for r in reversed(log) if "loss" in r),
                    "validation": None if final is None else {a: v["accuracy"] for a, v in final["attributes"].items()},
                    "trainable_parameters": trainable, "world_size": world,
                    "longest_tokens": report.longest()}  # serving sizes its context from this
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
         write_run_files(saved, cfg, summary, fam)
     if cfg.report_to:
         accelerator.end_training()

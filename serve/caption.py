@@ -14,23 +14,24 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from facellm.client import json_schema_format, openai_client
+from facellm.atomic import atomic_path, write_bytes_atomic, write_text_atomic
+from facellm.client import ATTRIBUTE_PROMPT, AnswerError, RecordRequest, openai_client
 from facellm.errors import FacellmError
 from facellm.images import ImageError, load_image, to_data_url
-from facellm.records import load_splits
+from facellm.inflight import bounded_map
+from facellm.records import is_dataset_dir, load_splits
 from facellm.schema import json_schema
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-DEFAULT_PROMPT = "Describe this person's face. Answer with the JSON attribute record."
+DEFAULT_PROMPT = ATTRIBUTE_PROMPT
 FREE_TEXT_PROMPT = "Describe this person's face: expression, hair, glasses, skin tone and head pose."
 
 
@@ -77,7 +78,7 @@ def collect_images(inputs: list[str]) -> list[Path]:
     found: list[Path] = []
     for spec in inputs:
         path = Path(spec)
-        if path.is_dir() and (path / "manifest.json").is_file():  # a facellm dataset: the images its records use
+        if path.is_dir() and is_dataset_dir(path):  # a facellm dataset: the images its records use
             records = [r for split in load_splits(path).values() for r in split]
             found += sorted({path / image for r in records for image in r["images"]})
         elif path.is_dir():
@@ -105,24 +106,20 @@ def _finished(out: Path, retry_failed: bool) -> set[str]:
     raw = out.read_bytes()
     if raw and not raw.endswith(b"\n"):
         raw = raw[: raw.rfind(b"\n") + 1]
-        out.write_bytes(raw)
+        write_bytes_atomic(out, raw)
     lines = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
     if retry_failed and any("error" in line for line in lines):
         lines = [line for line in lines if "error" not in line]
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text("".join(json.dumps(line) + "\n" for line in lines))
-        os.replace(tmp, out)
+        write_text_atomic(out, "".join(json.dumps(line) + "\n" for line in lines))
     return {line["image"] for line in lines}
 
 
 class Captioner:
     def __init__(self, cfg: CaptionConfig):
-        import jsonschema
-
         self.cfg = cfg
         self.client = openai_client(cfg.endpoint, cfg.api_key)
-        self.prompt = cfg.prompt or (DEFAULT_PROMPT if cfg.schema else FREE_TEXT_PROMPT)
-        self.validator = jsonschema.validators.validator_for(cfg.schema)(cfg.schema) if cfg.schema else None
+        self.request = RecordRequest(cfg.schema, cfg.prompt or (DEFAULT_PROMPT if cfg.schema else FREE_TEXT_PROMPT),
+                                     cfg.max_tokens)
         self._local = threading.local()  # one face detector per worker thread (LiteRT is not thread-safe)
 
     def _faces(self, image):
@@ -136,26 +133,19 @@ class Captioner:
         """{"attributes": ...} or {"text": ...} for one image; {"error": ...} when the answer is unusable."""
         import openai
 
-        extra = {"response_format": json_schema_format(self.cfg.schema, "face")} if self.cfg.schema else {}
-        messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": to_data_url(image)}},
-                                                 {"type": "text", "text": self.prompt}]}]
         try:
-            reply = self.client.chat.completions.create(model=self.cfg.model, messages=messages, temperature=0,
-                                                        max_tokens=self.cfg.max_tokens, **extra)
+            reply = self.client.chat.completions.create(model=self.cfg.model,
+                                                        **self.request.arguments(to_data_url(image)))
         except openai.APIConnectionError:
             raise  # the server is gone: stop the run rather than fail every image
         except openai.APIStatusError as e:
             return {"error": f"API {e.status_code}: {e.message}"}
-        text = reply.choices[0].message.content or ""
-        if self.validator is None:
-            return {"text": text.strip()}
+        if self.cfg.schema is None:
+            return {"text": (reply.choices[0].message.content or "").strip()}
         try:
-            record = json.loads(text)
-        except json.JSONDecodeError:
-            cut = " (max_tokens reached: raise --max-tokens)" if reply.choices[0].finish_reason == "length" else ""
-            return {"error": f"answer is not JSON{cut}: {text[:200]!r}"}
-        problems = [e.message for e in self.validator.iter_errors(record)]
-        return {"error": f"answer does not match the schema: {'; '.join(problems)}"} if problems else {"attributes": record}
+            return {"attributes": self.request.read(reply)}
+        except AnswerError as e:
+            return {"error": str(e)}
 
     def caption(self, path: Path) -> list[dict]:
         """The output lines of one image: one, or one per face."""
@@ -188,25 +178,17 @@ def run_captioning(cfg: CaptionConfig) -> dict:
     counts = {"images": len(images), "skipped": len(images) - len(todo), "captioned": 0, "failed": 0}
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc="caption", unit="img")
-    with cfg.out.open("a") as out, ThreadPoolExecutor(cfg.concurrency) as pool:
-        pending = set()
-        queue = iter(todo)
+    with cfg.out.open("a") as out, \
+            closing(bounded_map(captioner.caption, todo, cfg.concurrency, name="caption")) as results:
         try:
-            while True:
-                while len(pending) < 2 * cfg.concurrency and (path := next(queue, None)) is not None:
-                    pending.add(pool.submit(captioner.caption, path))
-                if not pending:
-                    break
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    lines = future.result()
-                    out.write("".join(json.dumps(line) + "\n" for line in lines))  # one image's lines at once
-                    out.flush()
-                    counts["failed" if any("error" in line for line in lines) else "captioned"] += 1
-                    bar.update(1)
+            for _, lines in results:
+                if isinstance(lines, Exception):
+                    raise lines  # closing the results drops the images not yet sent
+                out.write("".join(json.dumps(line) + "\n" for line in lines))  # one image's lines at once
+                out.flush()
+                counts["failed" if any("error" in line for line in lines) else "captioned"] += 1
+                bar.update(1)
         except openai.APIConnectionError:
-            for future in pending:
-                future.cancel()
             raise CaptionError(f"{cfg.endpoint}: the API stopped answering; finished images are saved in {cfg.out}, "
                                "run the same command again to continue") from None
         finally:
@@ -232,8 +214,7 @@ def export_results(results: Path, formats: list[str]) -> list[Path]:
     written = []
     for fmt in formats:
         path = results.with_suffix({"csv": ".csv", "parquet": ".parquet"}[fmt])
-        tmp = path.with_name(path.name + ".tmp")
-        frame.to_csv(tmp, index=False) if fmt == "csv" else frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, index=False) if fmt == "csv" else frame.to_parquet(tmp, index=False)
         written.append(path)
     return written

@@ -21,7 +21,6 @@ The model dropdown lists what ``GET /v1/models`` returns; model and max tokens m
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import threading
@@ -30,7 +29,7 @@ from pathlib import Path
 import gradio as gr
 import openai
 
-from facellm.client import json_schema_format, openai_client
+from facellm.client import AnswerError, RecordRequest, openai_client
 from facellm.errors import FacellmError
 from facellm.images import ImageError, load_image, to_data_url
 from facellm.schema import ATTRIBUTES, json_schema
@@ -145,24 +144,23 @@ def build_ui(endpoint: str, api_key: str | None = None, examples: list[str] | No
         conversation = conversation + [{"role": "assistant", "content": reply}]
         yield shown, "", conversation, shown, subject
 
+    record_request = RecordRequest(json_schema())
+
     def attributes(path: str | None, face: str | None, model: str | None):
         if not path:
             raise gr.Error("Upload a face photo first.")
-        schema = json_schema()
-        messages = [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": to_data_url(_subject(path, face))}},
-            {"type": "text", "text": "Describe this person's face. Answer with the JSON attribute record."}]}]
         try:
-            reply = client.chat.completions.create(
-                model=model or models[0], messages=messages, max_tokens=256, temperature=0,
-                response_format=json_schema_format(schema, "face"))
+            reply = client.chat.completions.create(model=model or models[0],
+                                                   **record_request.arguments(to_data_url(_subject(path, face))))
         except openai.APIError as e:
             raise gr.Error(_error_message(e)) from None
         try:
-            record = json.loads(reply.choices[0].message.content or "")
-        except json.JSONDecodeError:
-            raise gr.Error("The model's answer was not a complete JSON record (its answer was cut short).") from None
-        return [[name, record.get(name, ""), ATTRIBUTES[name].description] for name in schema["properties"]]
+            record = record_request.read(reply)
+        except AnswerError as e:
+            raise gr.Error("The model's answer was not a complete JSON record (its answer was cut short)."
+                           if e.cut_short else f"The model's answer was not a usable attribute record ({e}).") from None
+        return [[name, record.get(name, ""), ATTRIBUTES[name].description]
+                for name in record_request.schema["properties"]]
 
     def new_chat():
         return [], "", [], [], None

@@ -8,7 +8,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from facellm.families.qwen import build_tiny_qwen2_vl
+    from facellm.tiny_models.qwen import build_tiny_qwen2_vl
 
     out = tmp_path_factory.mktemp("tiny-qwen2-vl")
     build_tiny_qwen2_vl(out)

@@ -1,5 +1,6 @@
 """Every command that takes paths: bad input gives one clear line naming it, a non-zero exit, no traceback."""
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ def assert_clean_error(result, *fragments):
     (["serve", "--model", ".", "--adapter", "oops"], ["oops", "NAME=DIR"]),
     (["tiny-model", "--family", "gpt2", "--out", "x"], ["gpt2", "unsupported"]),
     (["tiny-model", "--out", "x", "--corpus", "missing.txt"], ["missing.txt"]),
-    (["data", "build", "--n", "2", "--out", "x"], ["--n 2"]),
+    (["data", "build", "--n", "2", "--out", "x"], ["synthetic.n 2", "--n", "at least 3"]),
     (["demo", "--out", "."], ["not empty"]),
     (["data", "build", "--out", "a-file"], ["a-file", "not a directory"]),
     (["data", "build", "--source", "fairface", "--out", "o"], ["--root"]),
@@ -89,12 +90,42 @@ def test_clients_name_an_unreachable_endpoint(tmp_path):
     assert_clean_error(facellm("chat", "--endpoint", dead), dead, "cannot list models")
 
 
-@pytest.mark.parametrize("config", sorted(Path(__file__).parents[1].glob("data_pipeline/configs/*.yaml")),
-                         ids=lambda p: p.name)
-def test_shipped_data_configs_hold_only_known_settings(config):
-    from facellm.cli import _with_config, build_parser
+STAGES = {"data_pipeline", "finetune", "serve"}
 
-    parser = build_parser()
-    argv = ["data", "build", str(config)]
-    args = _with_config(parser, argv, parser.parse_args(argv))
-    assert args.out and args.source
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every absolute import in a file, function bodies too: lazy imports count."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            found.append((node.lineno, node.module or ""))
+    return found
+
+
+def test_core_modules_never_import_a_stage():
+    """Dependencies point one way: the stages import facellm core, never the reverse. Only the composition
+    (facellm/cli/, and facellm/demo.py, which runs the whole loop) wires stages together."""
+    core = Path(__file__).resolve().parents[1] / "facellm"
+    checked, offenders = [], []
+    for path in sorted(core.rglob("*.py")):
+        rel = path.relative_to(core)
+        if rel.parts[0] == "cli" or rel == Path("demo.py"):
+            continue
+        checked.append(rel.as_posix())
+        offenders += [f"facellm/{rel}:{line} imports {name}" for line, name in imports(path)
+                      if name.split(".")[0] in STAGES]
+    assert {"schema.py", "config.py", "eval/attributes.py"} <= set(checked), checked
+    assert not offenders, offenders
+
+
+def test_stages_never_import_each_other():
+    """data_pipeline, finetune and serve hand over through files and the HTTP API, not imports."""
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for stage in sorted(STAGES):
+        for path in sorted((root / stage).rglob("*.py")):
+            offenders += [f"{path.relative_to(root)}:{line} imports {name}" for line, name in imports(path)
+                          if name.split(".")[0] in STAGES - {stage}]
+    assert not offenders, offenders

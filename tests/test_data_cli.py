@@ -46,15 +46,17 @@ def table(text: str, title: str) -> dict[str, list[int]]:
 CONFIG = """\
 source: synthetic
 out: {out}
-n: 12
-val-size: 2
+val_size: 2
 test_size: 2
 seed: 4
-qa: [attributes, cues]
-refusal-rate: 0
-scene-faces: 3
-occlusion: 0.5
-lighting: [normal, dim]
+templates:
+  kinds: [attributes, cues]
+  refusal_rate: 0
+synthetic:
+  n: 12
+  scene_faces: 3
+  occlusion: 0.5
+  lighting: [normal, dim]
 """
 
 
@@ -96,10 +98,58 @@ def test_build_prints_the_record_counts(tmp_path, capsys):
 
 
 def test_a_flag_with_its_default_value_still_overrides_the_yaml(tmp_path):
-    (tmp_path / "build.yaml").write_text(f"out: {tmp_path / 'data'}\nn: 5\nval-size: 1\ntest-size: 1\nseed: 4\n"
-                                         "qa: attributes\n")
+    (tmp_path / "build.yaml").write_text(f"out: {tmp_path / 'data'}\nsynthetic: {{n: 5}}\nval_size: 1\n"
+                                         "test_size: 1\nseed: 4\ntemplates: {kinds: attributes}\n")
     assert main(["data", "build", str(tmp_path / "build.yaml"), "--seed", "0"]) == 0
     assert manifest_of(tmp_path / "data")["seed"] == 0
+
+
+def test_precedence_is_defaults_then_yaml_then_set_then_flags(tmp_path):
+    (tmp_path / "build.yaml").write_text(f"out: {tmp_path / 'data'}\nseed: 4\nval_size: 1\ntest_size: 2\n"
+                                         "synthetic: {n: 12, image_size: 64}\ntemplates: {kinds: [attributes]}\n")
+    assert main(["data", "build", str(tmp_path / "build.yaml"), "--set", "seed=5", "--set", "synthetic.n=9",
+                 "--n", "7", "--set", "templates.refusal_rate=0"]) == 0
+    manifest = manifest_of(tmp_path / "data")
+    assert manifest["images"] == {"train": 4, "validation": 1, "test": 2}  # --n 7 beat --set synthetic.n=9 and n: 12
+    assert manifest["seed"] == 5  # --set beat the YAML
+    assert manifest["image_size"] == 64  # the YAML beat the default (112)
+    assert manifest["template_options"] == {"kinds": ["attributes"], "mcq_per_face": 1, "refusal_rate": 0.0}
+
+
+def test_build_writes_its_resolved_config_which_reloads_into_the_same_settings(tmp_path):
+    from data_pipeline.config import DataBuildConfig
+
+    (tmp_path / "build.yaml").write_text(f"out: {tmp_path / 'data'}\nsynthetic: {{n: 5, lighting: [dim]}}\n")
+    args = ["--set", "val_size=1", "--set", "test_size=1", "--qa", "attributes,cues", "--seed", "3"]
+    assert main(["data", "build", str(tmp_path / "build.yaml"), *args]) == 0
+    saved = DataBuildConfig.from_yaml(tmp_path / "data" / "build_config.yaml")
+    assert saved == DataBuildConfig.from_yaml(tmp_path / "build.yaml", ["val_size=1", "test_size=1"],
+                                              {"templates.kinds": "attributes,cues", "seed": 3})
+    assert (saved.out, saved.seed, saved.val_size, saved.synthetic.n) == (str(tmp_path / "data"), 3, 1.0, 5)
+    assert saved.templates.kinds == ("attributes", "cues") and saved.synthetic.lighting == ("dim",)
+    assert manifest_of(tmp_path / "data")["scene"]["lighting"] == ["dim"]
+    assert not list((tmp_path / "data").glob(".*.tmp"))  # written aside, then renamed
+
+
+def test_resolved_config_is_written_before_the_build_starts(tmp_path, capsys):
+    (tmp_path / "photos").mkdir()
+    rc, _, err = run(capsys, "data", "build", "--source", "folder", "--root", tmp_path / "photos",
+                     "--out", tmp_path / "data")
+    assert rc == 2 and "--labels" in err  # the ingest refused: a folder source needs a labels file
+    saved = (tmp_path / "data" / "build_config.yaml").read_text()
+    assert "source: folder\n" in saved and f"root: {tmp_path / 'photos'}\n" in saved
+
+
+def test_old_flag_named_yaml_keys_name_their_new_setting(tmp_path, capsys):
+    for old, new in [("teacher-url: http://h/v1", "teacher.url"), ("val-size: 2", "val_size"),
+                     ("scene_faces: 2", "synthetic.scene_faces"), ("qa: [cues]", "templates.kinds")]:
+        (tmp_path / "old.yaml").write_text(f"out: {tmp_path / 'x'}\n{old}\n")
+        rc, _, err = run(capsys, "data", "build", tmp_path / "old.yaml")
+        key = old.split(":")[0]
+        assert rc == 2 and f"{tmp_path / 'old.yaml'}: setting {key!r} is now {new!r}" in err
+    rc, _, err = run(capsys, "data", "build", "--out", tmp_path / "x", "--set", "min-face=40")
+    assert rc == 2 and "--set min-face=40: setting 'min-face' is now 'faces.min_face'" in err
+    assert not (tmp_path / "x").exists()
 
 
 def test_build_hf_source_with_columns_mapping_from_yaml(tmp_path, capsys):
@@ -110,7 +160,7 @@ def test_build_hf_source_with_columns_mapping_from_yaml(tmp_path, capsys):
                       features=Features({"img": HFImage(), "age_years": Value("int32"), "gender": Value("string")})
                       ).to_parquet(str(tmp_path / "faces.parquet"))
     (tmp_path / "hf.yaml").write_text(f"source: hf\nroot: {tmp_path / 'faces.parquet'}\nout: {tmp_path / 'data'}\n"
-                                      "columns: {image: img, age: age_years}\nval-size: 0\ntest-size: 0\n")
+                                      "columns: {image: img, age: age_years}\nval_size: 0\ntest_size: 0\n")
     rc, out, err = run(capsys, "data", "build", tmp_path / "hf.yaml")
     assert rc == 0, err
     assert "1 images, 0 rejected" in out
@@ -119,12 +169,14 @@ def test_build_hf_source_with_columns_mapping_from_yaml(tmp_path, capsys):
 
 
 def test_unknown_yaml_setting_and_bad_qa_kind_exit_2_naming_them(tmp_path, capsys):
-    (tmp_path / "bad.yaml").write_text(f"out: {tmp_path / 'x'}\nn: 5\nscene_facez: 2\n")
+    (tmp_path / "bad.yaml").write_text(f"out: {tmp_path / 'x'}\nsynthetic: {{n: 5}}\nscene_facez: 2\n")
     rc, out, err = run(capsys, "data", "build", tmp_path / "bad.yaml")
-    assert rc == 2 and "unknown setting 'scene_facez'" in err and "scene-faces" in err and "bad.yaml" in err
+    assert rc == 2 and f"{tmp_path / 'bad.yaml'}: unknown setting 'scene_facez'; known: source, root," in err
+    assert "synthetic.scene_faces" in err and "teacher.url" in err
     rc, out, err = run(capsys, "data", "build", "--out", tmp_path / "y", "--n", "5", "--qa", "attributes,bogus")
     assert rc == 2 and "unknown template kinds ['bogus']" in err and "known: attributes" in err
-    (tmp_path / "badqa.yaml").write_text(f"out: {tmp_path / 'z'}\nn: 5\nqa: [cues, trivia]\n")
+    (tmp_path / "badqa.yaml").write_text(f"out: {tmp_path / 'z'}\nsynthetic: {{n: 5}}\n"
+                                         "templates: {kinds: [cues, trivia]}\n")
     rc, out, err = run(capsys, "data", "build", tmp_path / "badqa.yaml")
     assert rc == 2 and "unknown template kinds ['trivia']" in err
     rc, out, err = run(capsys, "data", "build", "--out", tmp_path / "w", "--n", "5", "--lighting", " , ")
@@ -260,12 +312,11 @@ def test_leakage_finds_a_jpeg_copy_and_not_unrelated_photos(photo_dir, tmp_path,
     assert clean["summary"]["leaks"] == 0 and clean["benchmark_images"] == 2 and clean["leaks"] == []
 
 
-def test_yaml_values_pass_the_flags_own_checks(tmp_path, capsys):
-    (tmp_path / "typo.yaml").write_text(f"out: {tmp_path / 'x'}\nn: five\n")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["data", "build", str(tmp_path / "typo.yaml")])
-    assert exit_info.value.code == 2 and "argument --n: invalid int value: 'five'" in capsys.readouterr().err
+def test_yaml_values_are_checked_against_their_settings_types(tmp_path, capsys):
+    (tmp_path / "typo.yaml").write_text(f"out: {tmp_path / 'x'}\nsynthetic: {{n: five}}\n")
+    rc, _, err = run(capsys, "data", "build", tmp_path / "typo.yaml")
+    assert rc == 2 and f"{tmp_path / 'typo.yaml'}: synthetic.n 'five': expected an integer" in err
     (tmp_path / "source.yaml").write_text(f"out: {tmp_path / 'x'}\nsource: bogus\n")
-    with pytest.raises(SystemExit):
-        main(["data", "build", str(tmp_path / "source.yaml")])
-    assert "argument --source: invalid choice: 'bogus'" in capsys.readouterr().err
+    rc, _, err = run(capsys, "data", "build", tmp_path / "source.yaml")
+    assert rc == 2 and "source 'bogus': expected one of synthetic, fairface," in err
+    assert not (tmp_path / "x").exists()

@@ -9,6 +9,7 @@ import pytest
 from facellm.errors import FacellmError
 from facellm.eval.facexbench import build_prompt, extract_letter, load_benchmark, score_mcq
 from facellm.eval.stats import wilson
+from facellm.facexbench_format import Task, TaskQuestion
 
 OPTIONS = ["20-29", "30-39", "40-49", "50-59"]
 IMAGES = ["Image 1", "Image 1 and Image 4", "Image 3", "Image 2 and Image 4"]
@@ -96,10 +97,39 @@ def test_layout_and_prompt_as_the_benchmark_builds_them(tmp_path):
                                    "Please answer the question and provide only the correct option letter, "
                                    "e.g., A, B, C, D.\n(A) 20-29\n(B) 30-39\n(C) 40-49\n(D) 50-59\n")
     assert load_benchmark(tmp_path, prepend=True)[1].prompt.startswith("Prepended context.\nWhat is the age")
-    tools = {"category": "tools_use", "context": "Tools: a face detector.", "postpend_text": ""}
-    assert build_prompt(tools, question([], ["x", "y"], "A", "Q?")) == "Tools: a face detector.\nQ?\n(A) x\n(B) y\n"
+    tools = Task(path=tmp_path / "tools.json", category="tools_use", context="Tools: a face detector.")
+    asked = TaskQuestion(qid="1", images=[], text="Q?", options=["x", "y"], correct="A")
+    assert build_prompt(tools, asked) == "Tools: a face detector.\nQ?\n(A) x\n(B) y\n"
     with pytest.raises(FacellmError, match="no FaceXBench JSON"):
         load_benchmark(tmp_path / "nowhere")
+    with pytest.raises(FacellmError, match="not a FaceXBench task file"):
+        load_benchmark(tmp_path / "results.json")  # named on its own, it is an error, not passed over
+
+
+@pytest.mark.parametrize("broken, problem", [
+    ({"options": OPTIONS, "correct_answer_option": "B"}, r"question 2 lacks \['image_paths', 'question_text'\]"),
+    ({"image_paths": ["images/x.png"], "question_text": "Age?", "options": OPTIONS, "correct_answer_option": "E"},
+     "question 2 has correct_answer_option 'E'"),
+    ({"image_paths": [1], "question_text": "Age?", "options": OPTIONS, "correct_answer_option": "A"},
+     "question 2 has image_paths that are not a list of paths"),
+    ("not a question", "question 2 is not an object"),
+])
+def test_a_broken_task_is_an_error_naming_file_and_question(tmp_path, broken, problem):
+    write_task(tmp_path, "utk", "bias_fairness", "age", "single", [question(["images/q1.png"], OPTIONS, "A"), broken])
+    with pytest.raises(FacellmError, match=f"utk.json: {problem}"):
+        load_benchmark(tmp_path)
+    (tmp_path / "utk.json").write_text("{not json")
+    with pytest.raises(FacellmError, match="utk.json: not readable as JSON"):
+        load_benchmark(tmp_path)
+
+
+def test_one_image_path_may_be_a_string_and_paths_resolve_from_the_task_folder(tmp_path):
+    lower_case = {**question("./images/../images/q1.png", OPTIONS, "C"), "correct_answer_option": " c"}
+    write_task(tmp_path, "utk", "bias_fairness", "age", "single",
+               [lower_case, question(["images/q2.png"], OPTIONS, "D")])
+    first, second = load_benchmark(tmp_path / "utk.json")
+    assert first.images == [tmp_path / "images" / "q1.png"] and first.correct == "C"
+    assert second.images == [tmp_path / "images" / "q2.png"]
 
 
 def test_scores_per_level_with_intervals_and_a_random_answerer_lands_on_chance(tmp_path):

@@ -13,7 +13,7 @@ import skimage.data
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image as HFImage, Value
 from PIL import Image, ImageEnhance, ImageOps
 
-from data_pipeline import synthetic, templates as T
+from data_pipeline import synthetic, templates
 from data_pipeline.build import SPLIT_SEED_OFFSET, BuildConfig, build_synthetic
 from data_pipeline.ingest import IngestConfig, hash_split, ingest
 from data_pipeline.sources import read_hf
@@ -303,9 +303,9 @@ def test_dim_lighting_and_blur_move_the_measured_cues_across_the_template_thresh
             assert faces[0].box == dim_faces[0].box == blur_faces[0].box
             normal, dark, soft = (cues(im, faces[0].box) for im in (base, dim, blur))
             # measured on this generator: normal >= 75, dim <= 51; sharp >= 500, blurred <= 21
-            assert normal["brightness"] > T.DARK > dark["brightness"], (seed, index, normal, dark)
-            assert normal["blur_laplacian_var"] > T.SHARP_BLUR, (seed, index, normal)
-            assert soft["blur_laplacian_var"] < T.BLURRY_BLUR, (seed, index, soft)
+            assert normal["brightness"] > templates.DARK > dark["brightness"], (seed, index, normal, dark)
+            assert normal["blur_laplacian_var"] > templates.SHARP_BLUR, (seed, index, normal)
+            assert soft["blur_laplacian_var"] < templates.BLURRY_BLUR, (seed, index, soft)
 
 
 def answer(record) -> str:
@@ -345,27 +345,27 @@ def test_build_synthetic_scenes_writes_crops_and_consistent_scene_qa(tmp_path):
                     assert np.array_equal(np.asarray(crop), np.asarray(tile))
                     described = by_id[f"{key}-scene#description" + (f"-{k + 1}" if k else "")]
                     assert described["messages"][0]["content"][1]["text"] == \
-                           f"Describe the {T.POSITIONS[k]} face from the left."
-                    assert answer(described) == T.description(faces[k].labels)
+                           f"Describe the {templates.POSITIONS[k]} face from the left."
+                    assert answer(described) == templates.description(faces[k].labels)
             for face_key, face in zip(keys, faces):
                 record = by_id[f"{face_key}#occlusion"]
                 seen["occlusions"].add(face.occlusion)
                 assert record["face"]["occlusion"] == face.occlusion
-                assert answer(record) == T.OCCLUSION_ANSWERS[face.occlusion]
+                assert answer(record) == templates.OCCLUSION_ANSWERS[face.occlusion]
                 assert record["labels"] == face.labels
                 assert ("expression" in record["labels"]) == (face.occlusion != "mouth")
                 assert ("glasses" in record["labels"]) == (face.occlusion != "eyes")
                 assert (f"{face_key}#expression" in by_id) == (face.occlusion != "mouth")
                 c = record["face"]["cues"]
                 lighting = answer(by_id[f"{face_key}#lighting"])
-                assert lighting.startswith("The face is dimly lit" if c["brightness"] < T.DARK
+                assert lighting.startswith("The face is dimly lit" if c["brightness"] < templates.DARK
                                            else "The face is well lit"), (face_key, c, lighting)
                 if conditions["lighting"] == "dim":
                     assert lighting.startswith("The face is dimly lit"), (face_key, c)
                 quality = by_id.get(f"{face_key}#image_quality")
                 if conditions["blurred"]:
-                    assert c["blur_laplacian_var"] <= T.BLURRY_BLUR and answer(quality) == "The face is blurry."
-                elif c["blur_laplacian_var"] >= T.SHARP_BLUR:
+                    assert c["blur_laplacian_var"] <= templates.BLURRY_BLUR and answer(quality) == "The face is blurry."
+                elif c["blur_laplacian_var"] >= templates.SHARP_BLUR:
                     assert answer(quality) == "The face is sharp and in focus."
                 else:
                     assert quality is None

@@ -10,7 +10,7 @@ import pytest
 
 from data_pipeline.build import BuildConfig, build_synthetic
 from data_pipeline.templates import ATTRIBUTES_ONLY
-from facellm.families.qwen import build_tiny_qwen2_vl
+from facellm.tiny_models.qwen import build_tiny_qwen2_vl
 from finetune.config import ConfigError, TrainConfig
 from finetune.train import train
 

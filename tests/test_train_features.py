@@ -174,3 +174,26 @@ def test_pixel_budget_is_the_same_in_training_merge_and_serving(tiny_model_dir, 
 
     with pytest.raises(FacellmError, match="fixed size"):
         pixel_kwargs(family("llava"), max_pixels=budget)
+
+
+def test_epochs_set_the_steps_the_schedule_and_the_run_record(tiny_model_dir, data, tmp_path):
+    """``epochs: E`` over N chats with batch B and accumulation A trains ceil(E*N/(B*A)) steps (B is the whole
+    step's batch, split across processes); warm-up and decay are fitted to that number, not to a max_steps."""
+    run = tmp_path / "epochs"
+    # the recipe sets max_steps: 1600; --set epochs replaces it
+    cfg = TrainConfig.from_yaml(RECIPE, settings(tiny_model_dir, data, run, epochs=1.5, grad_accum=2,
+                                                 lr_scheduler="linear", warmup_ratio=0.2, eval_samples=0))
+    assert cfg.max_steps is None and cfg.epochs == 1.5
+    summary = train(cfg)
+    chats = len({r["images"][0] for r in load_split(data, "train")})  # one chat per image
+    steps = -(-3 * chats // (2 * 8 * 2))  # ceil(1.5 * N / (8 * 2))
+    assert summary["steps"] == steps and summary["epochs"] == round(steps * 16 / chats, 3)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert log[0]["steps"] == steps and log[0]["train_examples"] == chats
+    lr = {r["step"]: r["lr"] for r in log if "lr" in r}
+    assert max(lr) == steps  # the loop stops there
+    warmup = int(0.2 * steps)
+    assert lr[1] == pytest.approx(cfg.learning_rate / warmup) and lr[warmup] == pytest.approx(cfg.learning_rate)
+    assert lr[steps] == pytest.approx(0.0)  # linear decay reaches zero exactly at the last step
+    card = (run / "adapter" / "README.md").read_text()
+    assert f"for {steps} steps\n({summary['epochs']} epochs of {chats} chats" in card

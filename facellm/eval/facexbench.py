@@ -1,12 +1,9 @@
-"""FaceXBench-format multiple-choice evaluation: the public benchmark's files as they are, its prompt,
-a robust answer-letter extraction, accuracy per category / sub-category / single vs multiple images.
+"""FaceXBench-format multiple-choice evaluation: the public benchmark's files as they are (read by
+:mod:`facellm.facexbench_format`), its prompt, a robust answer-letter extraction, accuracy per
+category / sub-category / single vs multiple images.
 
-Layout (github.com/Kartik-3004/facexbench, ``benchmark/``): one JSON per task beside an ``images/``
-folder, with top-level ``category``, ``sub-category``, ``dataset``, ``num_images``, ``prepend_text``,
-``postpend_text`` (and ``context`` for tools-use tasks) and ``questions`` keyed by id, each with
-``image_paths`` (relative to the JSON's folder), ``question_text``, ``options`` (no letters),
-``correct_answer_option`` and ``answer``. The prompt is built as the benchmark's ``evaluate.py`` does:
-[context] [prepend_text, if asked] question, postpend_text, then "(A) option" lines; images first.
+The prompt is built as the benchmark's ``evaluate.py`` does: [context] [prepend_text, if asked]
+question, postpend_text, then "(A) option" lines; images first.
 """
 
 from __future__ import annotations
@@ -19,6 +16,7 @@ from pathlib import Path
 
 from facellm.errors import FacellmError
 from facellm.eval.stats import wilson
+from facellm.facexbench_format import LETTERS, NotATaskFile, Task, TaskQuestion, read_task, task_files
 
 # Published FaceXBench accuracies (%), for the report's reference column.
 PUBLISHED = {
@@ -44,44 +42,39 @@ class Question:
 
     @property
     def letters(self) -> str:
-        return "ABCDEFGH"[: len(self.options)]
+        return LETTERS[: len(self.options)]
 
 
-def build_prompt(task: dict, question: dict, prepend: bool = False) -> str:
+def build_prompt(task: Task, question: TaskQuestion, prepend: bool = False) -> str:
     text = ""
-    if task.get("category") == "tools_use" and task.get("context"):
-        text += task["context"] + "\n"
-    if prepend and task.get("prepend_text"):
-        text += task["prepend_text"] + "\n"
-    text += question["question_text"] + "\n"
-    if task.get("postpend_text"):
-        text += task["postpend_text"] + "\n"
-    return text + "".join(f"({letter}) {option}\n" for letter, option in zip("ABCDEFGH", question["options"]))
+    if task.category == "tools_use" and task.context:
+        text += task.context + "\n"
+    if prepend and task.prepend_text:
+        text += task.prepend_text + "\n"
+    text += question.text + "\n"
+    if task.postpend_text:
+        text += task.postpend_text + "\n"
+    return text + "".join(f"({letter}) {option}\n" for letter, option in zip(LETTERS, question.options))
 
 
 def load_benchmark(path: str | Path, prepend: bool = False) -> list[Question]:
-    """Questions of one FaceXBench JSON, or of every such JSON in a folder (one benchmark)."""
+    """Questions of one FaceXBench JSON, or of every such JSON in a folder (one benchmark). Every
+    problem with a task file is an error; in a folder, JSON that is not a task (results, notes) is
+    passed over."""
     path = Path(path)
-    files = sorted(path.glob("*.json")) if path.is_dir() else [path]
-    if not path.exists() or not files:
-        raise FacellmError(f"{path}: no FaceXBench JSON files (expected benchmark/*.json beside images/)")
     questions = []
-    for file in files:
+    for file in task_files(path):
         try:
-            task = json.loads(file.read_text())
-        except json.JSONDecodeError as e:
-            raise FacellmError(f"{file}: not JSON ({e})") from None
-        if not isinstance(task, dict) or "questions" not in task:
-            continue  # results or other JSON beside the tasks
-        for qid, q in task["questions"].items():
-            missing = {"image_paths", "question_text", "options", "correct_answer_option"} - set(q)
-            if missing:
-                raise FacellmError(f"{file}: question {qid} lacks {sorted(missing)}")
-            questions.append(Question(
-                task=file.stem, qid=str(qid), category=task.get("category", "unknown"),
-                subcategory=task.get("sub-category", "unknown"), num_images=task.get("num_images", "unknown"),
-                images=[file.parent / p for p in q["image_paths"]], prompt=build_prompt(task, q, prepend),
-                options=[str(o) for o in q["options"]], correct=q["correct_answer_option"].strip().upper()))
+            task = read_task(file)
+        except NotATaskFile:
+            if not path.is_dir():
+                raise
+            continue
+        questions += [Question(task=file.stem, qid=q.qid, category=task.category or "unknown",
+                               subcategory=task.sub_category or "unknown", num_images=task.num_images or "unknown",
+                               images=q.images, prompt=build_prompt(task, q, prepend), options=q.options,
+                               correct=q.correct)
+                      for q in task.questions]
     if not questions:
         raise FacellmError(f"{path}: no questions found")
     return questions
@@ -106,7 +99,7 @@ def extract_letter(answer: str, options: list[str]) -> str | None:
     ("B.", "B) ...", not the article in "A woman ..."), "is C" / "I pick D", a trailing letter, and
     finally the text of exactly one option (the longest when one option contains another).
     """
-    letters = "ABCDEFGH"[: len(options)]
+    letters = LETTERS[: len(options)]
     text = answer.strip()
     if not text:
         return None

@@ -112,21 +112,23 @@ def confusion_plot(path: Path, confusions: dict[str, dict[str, dict[str, int]]],
 
 
 def write_report_files(out_dir: Path, title: str, sections: list[tuple[str, str]], data: dict,
-                 plots: list[Path] = ()) -> Path:
+                       plots: list[Path] = ()) -> Path:
     """report.json (``data``), report.md (title, sections, plots) and report.html from it; the .md path."""
     from markdown_it import MarkdownIt
 
+    from facellm.atomic import write_text_atomic
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(data, indent=2, default=str))
+    write_text_atomic(out_dir / "report.json", json.dumps(data, indent=2, default=str))
     body = [f"# {title}", ""]
     for heading, text in sections:
         body += [f"## {heading}", "", text, ""]
     body += [f"![{p.stem}]({p.name})" for p in plots]
     md = "\n".join(body) + "\n"
-    (out_dir / "report.md").write_text(md)
+    write_text_atomic(out_dir / "report.md", md)
     html = MarkdownIt("commonmark").enable("table").render(md)
-    (out_dir / "report.html").write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>"
+    write_text_atomic(
+        out_dir / "report.html", f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>"
         "body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
         "img{max-width:100%}</style></head><body>" + html + "</body></html>\n")

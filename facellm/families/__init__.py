@@ -3,9 +3,9 @@
 Loading goes through transformers' Auto classes (``AutoProcessor`` and
 ``AutoModelForImageTextToText``) for every family, exactly as for a hub model;
 an entry records where the language model, vision tower and projector live (for
-LoRA targets and freeze switches), the image placeholder, and how to build a
-tiny offline model. Each module of this package holds the entries and tiny
-builders of one family line.
+LoRA targets and freeze switches), the image placeholder, and which builder of
+:mod:`facellm.tiny_models` writes a tiny offline model of it. Each module of this
+package holds the entries of one family line.
 """
 
 from __future__ import annotations

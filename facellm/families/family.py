@@ -30,5 +30,7 @@ class Family:
         return rf"^(?:.*\.)?{prefix}\..*\.(?:{'|'.join(projections)})$"
 
     def build_tiny(self, out_dir, corpus: list[str] | None = None, seed: int = 0) -> None:
+        """Write a tiny, randomly initialised model of this family into ``out_dir`` (hub layout; its
+        tokenizer learnt on ``corpus``); the same seed and corpus give the same files."""
         module, _, function = self.tiny_builder.partition(":")
         getattr(importlib.import_module(module), function)(out_dir, corpus, seed)

@@ -1,4 +1,4 @@
-"""Perceptual-hash hygiene: leaks into a benchmark (plain folders and FaceXBench task files) and
+"""Leakage, by perceptual hash: leaks into a benchmark (plain folders and FaceXBench task files) and
 near-duplicates across splits, on a real built synthetic dataset and on real photos.
 
 Measured here: a resized + brightened + JPEG-re-encoded copy of a synthetic face is within
@@ -17,7 +17,7 @@ import pytest
 from PIL import Image, ImageEnhance
 from skimage import data as skdata
 
-from data_pipeline import hygiene
+from data_pipeline import leakage, phash
 from data_pipeline.build import BuildConfig, build_synthetic
 from data_pipeline.export import export_all
 from facellm.errors import FacellmError
@@ -57,13 +57,13 @@ def test_vectorised_distances_equal_imagehash_distances():
         hashes = [imagehash.ImageHash(rng.random((hash_size, hash_size)) > 0.5) for _ in range(40)]
         hashes.append(imagehash.ImageHash(hashes[0].hash.copy()))
         hashes[-1].hash[0, :3] = ~hashes[-1].hash[0, :3]  # 3 bits from hashes[0]
-        bits = hygiene._bits(hashes)
+        bits = phash.pack_bits(hashes)
         limit = hash_size**2 // 2 - 2
-        got = {(i, j): d for i, j, d in hygiene.close_pairs(bits, bits, limit, same=True)}
+        got = {(i, j): d for i, j, d in phash.close_pairs(bits, bits, limit, same=True)}
         want = {(i, j): hashes[i] - hashes[j] for i in range(len(hashes)) for j in range(i + 1, len(hashes))
                 if hashes[i] - hashes[j] <= limit}
         assert got == want and got[(0, len(hashes) - 1)] == 3
-        across = hygiene.close_pairs(bits[:5], bits, 3)
+        across = phash.close_pairs(bits[:5], bits, 3)
         assert sorted((i, j) for i, j, _ in across) == [(0, 0), (0, 40), (1, 1), (2, 2), (3, 3), (4, 4)]
 
 
@@ -74,7 +74,7 @@ def test_unreadable_images_are_skipped_and_reported(tmp_path):
     broken.write_bytes(b"\x89PNG not really")
     missing = tmp_path / "missing.jpg"
     unreadable = {}
-    hashes = hygiene.image_hashes([good, broken, missing, good], unreadable=unreadable)
+    hashes = phash.image_hashes([good, broken, missing, good], unreadable=unreadable)
     assert list(hashes) == [good] and hashes[good] == imagehash.phash(Image.open(good))
     assert set(unreadable) == {str(broken), str(missing)}
     assert "UnidentifiedImageError" in unreadable[str(broken)] and "FileNotFoundError" in unreadable[str(missing)]
@@ -103,21 +103,37 @@ def test_benchmark_images_from_folders_and_facexbench_files(tmp_path):
     images = sorted((bench / "images").rglob("*"))
     task_images = [(bench / "images" / "task_a" / f"question_{n}.png").absolute() for n in (1, 2, 3)]
 
-    assert hygiene.benchmark_images(task) == task_images
-    assert hygiene.benchmark_images(bench / "images") == sorted(p.absolute() for p in images if p.is_file())
+    assert leakage.benchmark_images(task) == task_images
+    assert leakage.benchmark_images(bench / "images") == sorted(p.absolute() for p in images if p.is_file())
     skipped = {}
-    refs = hygiene.benchmark_questions(bench, skipped)
+    refs = leakage.benchmark_questions(bench, skipped)
     assert sorted(refs) == sorted([*task_images, (bench / "images" / "stray.JPG").absolute()])
     assert [q["question"] for q in refs[task_images[2]]] == ["2"] and refs[task_images[2]][0]["dataset"] == "fairface"
     assert refs[(bench / "images" / "stray.JPG").absolute()] == []
     assert list(skipped) == [str(bench / "notes.json")]
     with pytest.raises(FacellmError, match="not a FaceXBench task file"):
-        hygiene.benchmark_images(bench / "notes.json")
+        leakage.benchmark_images(bench / "notes.json")
     with pytest.raises(FacellmError, match="no such file"):
-        hygiene.benchmark_images(tmp_path / "nowhere")
+        leakage.benchmark_images(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FacellmError, match="no images"):
-        hygiene.benchmark_images(tmp_path / "empty")
+        leakage.benchmark_images(tmp_path / "empty")
+
+
+def test_one_image_path_as_a_string_counts_and_a_broken_task_in_a_folder_is_skipped(tmp_path):
+    bench = tmp_path / "benchmark"
+    (bench / "images").mkdir(parents=True)
+    photo("camera").resize((64, 64)).save(bench / "images" / "q1.png")
+    task = write_facexbench(bench / "task.json", {"1": "images/q1.png"})  # one path, not a list
+    broken = write_facexbench(bench / "broken.json", {"1": ["images/q1.png"]})
+    broken.write_text(broken.read_text().replace('"correct_answer_option"', '"correct"'))
+
+    skipped = {}
+    refs = leakage.benchmark_questions(bench, skipped)
+    assert [q["file"] for q in refs[(bench / "images" / "q1.png").absolute()]] == [str(task)]
+    assert "question 1 lacks ['correct_answer_option']" in skipped[str(broken)]
+    with pytest.raises(FacellmError, match="question 1 lacks"):
+        leakage.benchmark_questions(broken)  # named on its own, a broken task is an error
 
 
 def test_exact_and_edited_copies_leak_unrelated_photos_do_not(synthetic_dir, tmp_path):
@@ -128,7 +144,7 @@ def test_exact_and_edited_copies_leak_unrelated_photos_do_not(synthetic_dir, tmp
     for name in PHOTOS:
         photo(name).save(bench / f"{name}.jpg")
 
-    report = hygiene.find_leaks(synthetic_dir, bench)
+    report = leakage.find_leaks(synthetic_dir, bench)
     assert report.dataset_images == 30 and report.benchmark_images == 2 + len(PHOTOS) and not report.unreadable
     exact, copy = str((bench / "exact.png").absolute()), str((bench / "sub" / "edited.jpg").absolute())
     assert report.leaked_benchmark_images == sorted([exact, copy])  # no photo leaks
@@ -140,12 +156,12 @@ def test_exact_and_edited_copies_leak_unrelated_photos_do_not(synthetic_dir, tmp
     assert best.record_ids and all(r.startswith("synthetic-train-000003#") for r in best.record_ids)
     best = min(by_bench[copy], key=lambda x: x.distance)
     assert best.dataset_image == "images/test/000001.png" and best.distance <= 4 and not best.identical
-    assert "test" in report.by_split() and report.notes == [hygiene.SYNTHETIC_NOTE]
+    assert "test" in report.by_split() and report.notes == [leakage.SYNTHETIC_NOTE]
 
     # the margin the negative relies on: photos are far from every synthetic face
-    faces = hygiene.image_hashes(synthetic_dir / "images" / s / f"{i:06d}.png"
+    faces = phash.image_hashes(synthetic_dir / "images" / s / f"{i:06d}.png"
                                  for s, n in (("train", 24), ("validation", 3), ("test", 3)) for i in range(n))
-    photos = hygiene.image_hashes(bench / f"{name}.jpg" for name in PHOTOS)
+    photos = phash.image_hashes(bench / f"{name}.jpg" for name in PHOTOS)
     assert len(faces) == 30 and min(p - f for p in photos.values() for f in faces.values()) >= 12
 
 
@@ -162,7 +178,7 @@ def test_facexbench_task_leak_names_question_ids(synthetic_dir, tmp_path):
         "17": ["images/fairface_age/question_17_1.png", "images/fairface_age/question_17_2.png"],
         "18": ["images/fairface_age/missing.png"]})
 
-    report = hygiene.find_leaks(synthetic_dir, task)
+    report = leakage.find_leaks(synthetic_dir, task)
     assert report.benchmark_images == 4 and list(report.unreadable) == [str((img / "missing.png").absolute())]
     assert sorted(q["question"] for q in report.questions) == ["1", "17"]
     assert {q["file"] for q in report.questions} == {str(task)}
@@ -171,13 +187,13 @@ def test_facexbench_task_leak_names_question_ids(synthetic_dir, tmp_path):
     assert {"images/train/000007.png", "images/validation/000000.png"} <= matched
     assert {"train", "validation"} <= set(report.by_split())
 
-    path = hygiene.save_report(report, tmp_path / "reports" / "leakage.json")
+    path = leakage.save_report(report, tmp_path / "reports" / "leakage.json")
     saved = json.loads(path.read_text())
     assert saved["kind"] == "leakage" and saved["summary"]["questions_affected"] == 2
     assert saved["summary"]["leaks"] == len(report.leaks) == len(saved["leaks"])
     assert {q["question"] for x in saved["leaks"] for q in x["questions"]} == {"1", "17"}
     assert any(x["splits"] == ["validation"] and x["identical"] for x in saved["leaks"])
-    text = hygiene.format_report(report)
+    text = leakage.format_report(report)
     assert "fairface_single_mcq_age_test.json#17" in text and "1 unreadable" in text
 
 
@@ -186,7 +202,7 @@ def test_cross_split_duplicates_are_found(synthetic_dir, tmp_path):
     shutil.copytree(synthetic_dir, ds)
     # validation image 1 replaced by a re-encoded, resized, brightened copy of train image 10 (a split leak)
     edited(Image.open(ds / "images/train/000010.png"), scale=0.8).resize((112, 112)).save(ds / "images/validation/000001.png")
-    report = hygiene.find_duplicates(ds)
+    report = leakage.find_duplicates(ds)
     assert report.images == 30 and not report.shared_files
     planted = [p for p in report.cross_split if (p.a, p.b) == ("images/train/000010.png", "images/validation/000001.png")]
     assert len(planted) == 1 and planted[0].distance <= 4 and not planted[0].identical
@@ -195,8 +211,8 @@ def test_cross_split_duplicates_are_found(synthetic_dir, tmp_path):
     assert {r for r in leaked if r.startswith("synthetic-validation-000001#")} == set(planted[0].records_b["validation"])
     assert planted[0].records_b == {"validation": ids_using(ds, "validation", "images/validation/000001.png")}
     assert planted[0].records_a == {"train": ids_using(ds, "train", "images/train/000010.png")}
-    assert report.notes == [hygiene.SYNTHETIC_NOTE]
-    saved = json.loads(hygiene.save_report(report, tmp_path / "dups.json").read_text())
+    assert report.notes == [leakage.SYNTHETIC_NOTE]
+    saved = json.loads(leakage.save_report(report, tmp_path / "dups.json").read_text())
     assert saved["summary"]["cross_split_pairs"] == len(report.cross_split) >= 1
     assert any(p["cross_split"] and p["b"] == "images/validation/000001.png" for p in saved["pairs"])
 
@@ -214,14 +230,14 @@ def test_duplicates_on_real_photos_exact_copy_and_shared_file(tmp_path):
 
     export_all({"train": records("train", PHOTOS[:5]), "validation": records("validation", PHOTOS[5:7]),
                 "test": records("test", PHOTOS[7:])}, out)
-    clean = hygiene.find_duplicates(out)
+    clean = leakage.find_duplicates(out)
     assert clean.images == len(PHOTOS) and clean.pairs == [] and clean.shared_files == {} and clean.notes == []
 
     shutil.copy(out / "images" / "coffee.jpg", out / "images" / "coffee_copy.jpg")
     export_all({"train": records("train", [*PHOTOS[:5], "coffee_copy"]),
                 "validation": records("validation", PHOTOS[5:7]),
                 "test": records("test", [PHOTOS[7], "camera"])}, out)  # camera.jpg also used by test
-    report = hygiene.find_duplicates(out)
+    report = leakage.find_duplicates(out)
     assert [(p.a, p.b, p.distance, p.identical, p.cross_split) for p in report.pairs] == [
         ("images/coffee.jpg", "images/coffee_copy.jpg", 0, True, False)]
     assert report.shared_files == {"images/camera.jpg": {"test": ["folder-test-camera#age"],

@@ -1,20 +1,10 @@
-"""Dataset hygiene: near-duplicate images inside a dataset and leaks into evaluation benchmarks.
-
-Every image is reduced to a perceptual hash (pHash: the signs of the low DCT
-frequencies of a 32x32 grey thumbnail, ``hash_size**2`` bits), and two images count as
-the same picture when their hashes differ in at most ``max_distance`` bits. With the
-default 64-bit hash, an exact copy is at 0 and a resized, re-encoded (JPEG) or
-slightly brightened/contrasted copy within 0-4; unrelated photos lie around 20-40.
-Crops of more than a few percent and flips are not caught (by design of pHash).
+"""Dataset leakage: near-duplicate images inside a dataset (across splits) and leaks into
+evaluation benchmarks, found with perceptual hashes (:mod:`data_pipeline.phash`), with the reports.
 
 Synthetic faces are all drawn from one template (same layout, flat colours), so
 *distinct* synthetic faces can hash within 0-2 bits of each other: on a synthetic
 dataset, near-duplicate pairs are expected and are not leaks; ``identical`` (same
 decoded pixels) still tells true copies apart.
-
-Comparisons are vectorised: hashes are packed into uint64 words and compared a
-block of rows at a time with XOR + popcount, which is quick for tens of thousands
-of images on each side without an index structure.
 """
 
 from __future__ import annotations
@@ -22,16 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import imagehash
-import numpy as np
-from PIL import Image
-from tqdm import tqdm
-
+from data_pipeline.phash import DEFAULT_HASH_SIZE, close_pairs, image_hashes, pack_bits, same_pixels
 from facellm.errors import FacellmError
+from facellm.facexbench_format import read_task
+from facellm.records import open_dataset
 
 log = logging.getLogger(__name__)
 
@@ -39,105 +26,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 SYNTHETIC_NOTE = ("synthetic faces are drawn from one template: distinct faces can hash within 0-2 bits of "
                   "each other, so near-duplicate pairs among them are expected and are not leaks; "
                   "pairs marked identical (same decoded pixels) are true copies")
-DEFAULT_HASH_SIZE = 8  # 64-bit pHash
-
-
-# ------------------------------------------------------------------ hashing
-
-def image_hashes(paths: Iterable[str | Path], hash_size: int = DEFAULT_HASH_SIZE,
-                 unreadable: dict[str, str] | None = None, progress: bool = False) -> dict[Path, imagehash.ImageHash]:
-    """pHash of each readable image. An image that cannot be read is skipped, logged, and put
-    into ``unreadable`` (path -> reason) when that dict is given; this never raises for a bad image."""
-    paths = list(dict.fromkeys(Path(p) for p in paths))
-    hashes: dict[Path, imagehash.ImageHash] = {}
-    for path in tqdm(paths, desc="hashing images", unit="img", disable=not progress):
-        try:
-            with Image.open(path) as image:
-                hashes[path] = imagehash.phash(image, hash_size=hash_size)
-        except Exception as e:  # noqa: BLE001 - any unreadable image is a reported skip, never a crash
-            reason = f"{type(e).__name__}: {e}"
-            log.warning("skipping unreadable image %s (%s)", path, reason)
-            if unreadable is not None:
-                unreadable[str(path)] = reason
-    return hashes
-
-
-def _bits(hashes: Iterable[imagehash.ImageHash]) -> np.ndarray:
-    """(n, words) uint64: each hash's bits packed into 64-bit words."""
-    rows = [np.packbits(h.hash.ravel()) for h in hashes]
-    if not rows:
-        return np.zeros((0, 1), dtype=np.uint64)
-    packed = np.stack(rows)
-    pad = (-packed.shape[1]) % 8
-    if pad:
-        packed = np.pad(packed, ((0, 0), (0, pad)))
-    return np.ascontiguousarray(packed).view(np.uint64)
-
-
-_BYTE_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-
-
-def _popcount(words: np.ndarray) -> np.ndarray:
-    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
-        return np.bitwise_count(words)
-    return _BYTE_POPCOUNT[words.view(np.uint8)].reshape(*words.shape, 8).sum(-1)
-
-
-def close_pairs(a: np.ndarray, b: np.ndarray, max_distance: int,
-                same: bool = False) -> list[tuple[int, int, int]]:
-    """(i, j, distance) for every row i of ``a`` and j of ``b`` within ``max_distance`` bits
-    (with ``same``, a and b are one set and each unordered pair i < j comes once)."""
-    if not len(a) or not len(b):
-        return []
-    block = max(1, (1 << 22) // (len(b) * a.shape[1]))  # ~32 MB of XOR words at a time
-    out = []
-    for start in range(0, len(a), block):
-        d = _popcount(a[start:start + block, None, :] ^ b[None, :, :]).sum(-1, dtype=np.int32)
-        i, j = np.nonzero(d <= max_distance)
-        i = i + start
-        if same:
-            keep = j > i
-            i, j = i[keep], j[keep]
-        out.extend(zip(i.tolist(), j.tolist(), d[i - start, j].tolist()))
-    return out
-
-
-def near_duplicates(paths: list[Path], max_distance: int, hash_size: int = DEFAULT_HASH_SIZE) -> dict[int, int]:
-    """Index of each image that is a near-copy of an earlier one -> index of the first of its kind."""
-    hashes = image_hashes(paths, hash_size)
-    readable = [i for i, p in enumerate(paths) if Path(p) in hashes]
-    bits = _bits(hashes[Path(paths[i])] for i in readable)
-    first: dict[int, int] = {}
-    for i, j, _ in sorted(close_pairs(bits, bits, max_distance, same=True)):
-        a, b = readable[i], readable[j]
-        if b not in first:
-            first[b] = first.get(a, a)
-    return first
-
-
-def same_pixels(a: Path, b: Path) -> bool:
-    """True when both images decode to the same pixels (an exact copy, whatever the file format)."""
-    try:
-        with Image.open(a) as x, Image.open(b) as y:
-            if x.size != y.size:
-                return False
-            return np.array_equal(np.asarray(x.convert("RGB")), np.asarray(y.convert("RGB")))
-    except Exception:  # noqa: BLE001
-        return False
 
 
 # ------------------------------------------------------------------ what is compared
 
 def dataset_images(dataset_dir: str | Path) -> dict[str, list[tuple[str, str]]]:
-    """Image path (relative to the dataset dir) -> [(split, record id), ...] over every split."""
-    from datasets import load_from_disk
-
-    ds_dir = Path(dataset_dir) / "dataset"
-    if not ds_dir.is_dir():
-        raise FacellmError(f"{dataset_dir}: no dataset/ inside; "
-                           f"build one with `facellm data build --out {dataset_dir}`")
+    """Image path (relative to the dataset dir) -> [(split, record id), ...] over every split; a
+    FacellmError when ``dataset_dir`` holds no dataset (see :func:`facellm.records.open_dataset`)."""
     images: dict[str, list[tuple[str, str]]] = {}
-    for split, ds in load_from_disk(str(ds_dir)).items():
+    for split, ds in open_dataset(dataset_dir).items():
         columns = ds.select_columns(["id", "images"]).to_dict()
         for record_id, paths in zip(columns["id"], columns["images"]):
             for rel in paths:
@@ -146,32 +43,25 @@ def dataset_images(dataset_dir: str | Path) -> dict[str, list[tuple[str, str]]]:
 
 
 def _facexbench_refs(path: Path) -> dict[Path, list[dict]]:
-    """Image -> the questions that use it, from one FaceXBench task file."""
-    try:
-        task = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FacellmError(f"{path}: not readable as JSON ({e})") from None
-    if not isinstance(task, dict) or not isinstance(task.get("questions"), dict):
-        raise FacellmError(f"{path}: not a FaceXBench task file (no 'questions' object)")
+    """Image -> the questions that use it, from one FaceXBench task file (raises FacellmError for a
+    file that is not a well-formed task)."""
+    task = read_task(path)
     refs: dict[Path, list[dict]] = {}
-    for qid, question in task["questions"].items():
-        image_paths = question.get("image_paths") if isinstance(question, dict) else None
-        if isinstance(image_paths, str):
-            image_paths = [image_paths]
-        for rel in image_paths or []:
-            image = Path(os.path.normpath(path.parent / rel)).absolute()
+    for question in task.questions:
+        for image in question.images:
             refs.setdefault(image, []).append({
-                "file": str(path), "question": str(qid), "dataset": task.get("dataset"),
-                "category": task.get("category"), "sub_category": task.get("sub-category")})
+                "file": str(path), "question": question.qid, "dataset": task.dataset,
+                "category": task.category, "sub_category": task.sub_category})
     return refs
 
 
 def benchmark_questions(target: str | Path, skipped: dict[str, str] | None = None) -> dict[Path, list[dict]]:
     """Every benchmark image under ``target`` -> the FaceXBench questions that use it (empty for a
     plain image). ``target`` is an image, a folder of images (searched recursively), a FaceXBench
-    task JSON (``image_paths`` relative to the JSON's folder), or a folder holding such JSONs (their
-    images and any other image in the tree count). JSON files in a folder that are not FaceXBench
-    tasks are skipped into ``skipped`` (path -> reason)."""
+    task JSON (read by :mod:`facellm.facexbench_format`), or a folder holding such JSONs (their
+    images and any other image in the tree count). JSON files in a folder that are not well-formed
+    FaceXBench tasks are skipped into ``skipped`` (path -> reason); a single JSON named as
+    ``target`` must be one."""
     target = Path(target)
     if not target.exists():
         raise FacellmError(f"{target}: no such file or folder")
@@ -194,7 +84,7 @@ def benchmark_questions(target: str | Path, skipped: dict[str, str] | None = Non
             continue
         suffix = path.suffix.lower()
         if suffix in IMAGE_SUFFIXES:
-            found.setdefault(Path(os.path.normpath(path)).absolute(), [])
+            found.setdefault(Path(os.path.abspath(path)), [])
         elif suffix == ".json":
             try:
                 add(_facexbench_refs(path))
@@ -299,7 +189,7 @@ def find_leaks(dataset_dir: str | Path, target: str | Path, max_distance: int = 
     bench_hashes = image_hashes(bench, hash_size, unreadable, progress)
     data_paths, bench_paths = list(data_hashes), list(bench_hashes)
     leaks = []
-    for i, j, d in close_pairs(_bits(bench_hashes.values()), _bits(data_hashes.values()), max_distance):
+    for i, j, d in close_pairs(pack_bits(bench_hashes.values()), pack_bits(data_hashes.values()), max_distance):
         b, rel = bench_paths[i], rel_of[data_paths[j]]
         leaks.append(Leak(str(b), rel, d, d == 0 and same_pixels(b, data_paths[j]),
                           _by_split(uses.get(rel, [])), bench[b]))
@@ -383,7 +273,7 @@ def find_duplicates(dataset_dir: str | Path, max_distance: int = 4, hash_size: i
     hashes = image_hashes(rel_of, hash_size, unreadable, progress)
     paths = list(hashes)
     rels = [rel_of[p] for p in paths]
-    bits = _bits(hashes.values())
+    bits = pack_bits(hashes.values())
     pairs = []
     for i, j, d in close_pairs(bits, bits, max_distance, same=True):
         (a, pa), (b, pb) = sorted([(rels[i], paths[i]), (rels[j], paths[j])])
@@ -399,11 +289,11 @@ def find_duplicates(dataset_dir: str | Path, max_distance: int = 4, hash_size: i
 
 def save_report(report: LeakReport | DuplicateReport, path: str | Path) -> Path:
     """The report as indented JSON (written via a temp file, so never half-written)."""
-    from data_pipeline.export import atomic_write
+    from facellm.atomic import atomic_open
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
+    with atomic_open(path) as f:
         json.dump(report.to_dict(), f, indent=2, ensure_ascii=False)
     return path
 

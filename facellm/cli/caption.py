@@ -1,0 +1,91 @@
+"""`facellm caption`: batch attribute captioning through the OpenAI-compatible API, resumable."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from facellm.cli.args import ENGINES, adapter_arg, add_api_key_arg
+from facellm.errors import FacellmError
+
+DESCRIPTION = """\
+Caption images through an OpenAI-compatible API: answers are decoded under a JSON schema
+and validated; results.jsonl gets one line per image (per face with --per-face) as each
+finishes. Re-running the same command skips what is done, so a killed run resumes and
+every image appears exactly once; failures are lines with an "error" reason.
+
+Either --endpoint URL --model NAME (a running server), or --model DIR [--adapter ...]
+(facellm starts a server for the run, vLLM where installed)."""
+
+EPILOG = """\
+examples:
+  facellm caption photos/ --out captions.jsonl --model runs/demo/tiny-qwen2-vl --per-face
+  facellm caption 'shots/**/*.jpg' list.txt --endpoint http://127.0.0.1:8000 --model face \\
+      --out captions.jsonl --export csv,parquet"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("caption", help="batch attribute captioning: one validated JSON record per image (or per face)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description=DESCRIPTION, epilog=EPILOG)
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, folders (recursive), quoted globs, .txt lists of paths, facellm dataset folders")
+    p.add_argument("--out", required=True, help="results JSONL (appended to; re-runs resume)")
+    p.add_argument("--endpoint", help="API base URL of a running server, e.g. http://127.0.0.1:8000")
+    p.add_argument("--model", required=True,
+                   help="with --endpoint: the served model (or adapter) name; without: a model directory")
+    p.add_argument("--adapter", type=_adapter_or_dir, metavar="[NAME=]DIR",
+                   help="LoRA adapter to caption with (no --endpoint)")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="engine of the server started for the run (no --endpoint)")
+    p.add_argument("--schema", default="attributes",
+                   help="'attributes' (facellm's record, default), a JSON Schema file, or 'none' for free text")
+    p.add_argument("--prompt", help="question asked with every image (default: asks for the JSON record)")
+    p.add_argument("--per-face", action="store_true",
+                   help="detect faces and caption each crop; lines carry the face's box")
+    p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--retry-failed", action="store_true", help="give images that failed before another try")
+    p.add_argument("--export", type=_formats, metavar="csv,parquet", help="also write the results as CSV / Parquet")
+    add_api_key_arg(p, "bearer key the API expects")
+    p.set_defaults(func=cmd_caption)
+
+
+def _adapter_or_dir(value: str) -> tuple[str, str]:
+    return adapter_arg(value) if "=" in value else ("adapter", value)
+
+
+def _formats(value: str) -> list[str]:
+    formats = [f.strip() for f in value.split(",") if f.strip()]
+    if bad := [f for f in formats if f not in ("csv", "parquet")]:
+        raise argparse.ArgumentTypeError(f"{','.join(bad)}: expected csv and/or parquet")
+    return formats
+
+
+def cmd_caption(args) -> None:
+    import contextlib
+
+    from serve.caption import CaptionConfig, export_results, load_schema, run_captioning
+    from serve.launch import local_server
+
+    schema = load_schema(args.schema)
+    if args.endpoint:
+        if args.adapter:
+            raise FacellmError("--adapter is for a model served here; with --endpoint, --model names a served model")
+        server, model = contextlib.nullcontext(args.endpoint), args.model
+    else:
+        if not Path(args.model).is_dir():
+            raise FacellmError(f"--model {args.model}: no such model directory (with --endpoint, --model names a "
+                               "served model instead)")
+        adapters = dict([args.adapter]) if args.adapter else {}
+        model = next(iter(adapters), "base")
+        server = local_server(args.model, adapters, args.engine, log_path=Path(args.out).with_suffix(".server.log"))
+    with server as endpoint:
+        cfg = CaptionConfig(inputs=args.inputs, out=Path(args.out), endpoint=endpoint, model=model, schema=schema,
+                            prompt=args.prompt, per_face=args.per_face, concurrency=args.concurrency,
+                            max_tokens=args.max_tokens, api_key=args.api_key, retry_failed=args.retry_failed)
+        summary = run_captioning(cfg)
+    print(json.dumps(summary))
+    if args.export:
+        for path in export_results(Path(args.out), args.export):
+            print(f"wrote {path}")
