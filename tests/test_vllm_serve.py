@@ -241,6 +241,21 @@ def test_command_carries_lora_budget_and_limits_and_keeps_the_key_off_argv(tiny_
     assert vllm_env(settings)["HF_HUB_OFFLINE"] == "1"
 
 
+def test_serve_passes_vllms_own_parallelism_through(tiny_model_dir):
+    from facellm.cli import build_parser
+    from facellm.cli.serve import vllm_settings
+
+    def command(*flags):
+        args = build_parser().parse_args(["serve", "--model", str(tiny_model_dir), "--engine", "vllm", *flags])
+        return vllm_command(vllm_settings(args, "base", {}, None, None))
+
+    cmd = command("--tensor-parallel-size", "4", "--pipeline-parallel-size", "2", "--data-parallel-size", "3")
+    assert [cmd[cmd.index(f"--{what}-parallel-size") + 1] for what in ("tensor", "pipeline", "data")] == ["4", "2", "3"]
+    assert not any("parallel-size" in part for part in command())  # one GPU: vLLM's defaults, no flags
+    with pytest.raises(VLLMError, match="--data-parallel-size 0: expected at least 1"):
+        command("--data-parallel-size", "0")
+
+
 def test_adapters_vllm_would_serve_wrong_are_refused(tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps(
         {"peft_type": "LORA", "r": 8, "modules_to_save": ["embed_tokens", "lm_head"]}))

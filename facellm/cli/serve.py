@@ -55,15 +55,37 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-model-len", type=int,
                    help="vLLM: context length (default: the longest training chat + 1024 where facellm trained "
                         "what is served, else the model's)")
+    for what, help_text in (("tensor", "GPUs each layer is split across (vLLM --tensor-parallel-size)"),
+                            ("pipeline", "stages the layers are split into, across GPUs or nodes "
+                                         "(vLLM --pipeline-parallel-size)"),
+                            ("data", "replicas of the whole model, requests spread over them "
+                                     "(vLLM --data-parallel-size)")):
+        p.add_argument(f"--{what}-parallel-size", type=int, default=1, metavar="N",
+                       help=f"vLLM: {help_text} (default 1)")
     p.add_argument("--vllm-arg", action="append", metavar="ARG",
                    help="vLLM: extra argument passed through unchanged, e.g. --vllm-arg=--gpu-memory-utilization=0.8")
 
 
+def vllm_settings(args, served_name: str, adapters: dict[str, str], min_pixels: int | None,
+                  max_pixels: int | None):
+    """The vLLM engine's settings from `facellm serve`'s arguments."""
+    from facellm.modeling import serving_max_model_len
+    from serve.vllm_server import VLLMSettings
+
+    return VLLMSettings(
+        model=args.model, served_name=served_name, adapters=adapters, host=args.host, port=args.port,
+        api_key=args.api_key, max_images=args.max_images,
+        max_model_len=args.max_model_len or serving_max_model_len(args.model, adapters.values()),
+        min_pixels=min_pixels, max_pixels=max_pixels, tensor_parallel_size=args.tensor_parallel_size,
+        pipeline_parallel_size=args.pipeline_parallel_size, data_parallel_size=args.data_parallel_size,
+        extra_args=args.vllm_arg or [])
+
+
 def cmd_serve(args) -> None:
-    from facellm.modeling import serving_max_model_len, serving_pixel_budget
+    from facellm.modeling import serving_pixel_budget
     from serve.api import warn_if_exposed
     from serve.launch import choose_engine
-    from serve.vllm_server import VLLMServer, VLLMSettings
+    from serve.vllm_server import VLLMServer
 
     adapters = dict(args.adapter or [])
     min_pixels, max_pixels = serving_pixel_budget(args.model, adapters.values(), args.min_pixels, args.max_pixels)
@@ -72,11 +94,7 @@ def cmd_serve(args) -> None:
     print(f"facellm serve: {engine} engine; models: {', '.join([served_name, *adapters])} "
           f"at http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
     if engine == "vllm":
-        server = VLLMServer(VLLMSettings(
-            model=args.model, served_name=served_name, adapters=adapters, host=args.host, port=args.port,
-            api_key=args.api_key, max_images=args.max_images,
-            max_model_len=args.max_model_len or serving_max_model_len(args.model, adapters.values()),
-            min_pixels=min_pixels, max_pixels=max_pixels, extra_args=args.vllm_arg or []))
+        server = VLLMServer(vllm_settings(args, served_name, adapters, min_pixels, max_pixels))
         warn_if_exposed(args.host, args.api_key)
         raise SystemExit(server.run_until_signalled())
     from serve.api import serve_forever
