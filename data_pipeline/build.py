@@ -17,6 +17,7 @@ missing ones and rebuilds the same records.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from data_pipeline.templates import TemplateOptions, scene_qa
 from facellm.atomic import atomic_path
 from facellm.errors import FacellmError
 from facellm.faces import quality_cues
+from facellm.parallel import FanOut, fan_out
 from facellm.schema import SYNTHETIC_ATTRIBUTES
 
 SPLIT_SEED_OFFSET = {"train": 0, "validation": 1, "test": 2}  # disjoint image streams per split
@@ -46,6 +48,7 @@ class BuildConfig:
     image_size: int = 112
     scene: synthetic.SceneOptions = field(default_factory=synthetic.SceneOptions)
     templates: TemplateOptions = field(default_factory=TemplateOptions)
+    fanout: FanOut = field(default_factory=FanOut)  # where images are drawn: processes here or a Ray cluster
 
 
 def split_sizes(n: int, val_size: float, test_size: float) -> dict[str, int]:
@@ -104,13 +107,24 @@ def synthetic_faces(split: str, index: int, cfg: BuildConfig) -> list[FaceEntry]
     return out
 
 
+@dataclass
+class Draw:
+    """A worker (see facellm.parallel) that draws a batch of (split, index) images and saves them."""
+
+    cfg: BuildConfig
+
+    def __call__(self, images: list[tuple[str, int]]) -> list[list[FaceEntry]]:
+        return [synthetic_faces(split, i, self.cfg) for split, i in images]
+
+
 def build_synthetic(cfg: BuildConfig, teacher=None) -> dict:
     sizes = split_sizes(cfg.n, cfg.val_size, cfg.test_size)
-    faces: list[FaceEntry] = []
-    for split, size in sizes.items():
+    for split in sizes:
         (cfg.out / "images" / split).mkdir(parents=True, exist_ok=True)
-        for i in tqdm(range(size), desc=f"synthetic {split}", unit="img"):
-            faces += synthetic_faces(split, i, cfg)
+    images = [(split, i) for split, size in sizes.items() for i in range(size)]
+    drawn = dict(tqdm(fan_out(functools.partial(Draw, cfg), images, cfg.fanout),
+                      total=len(images), desc="synthetic images", unit="img"))
+    faces = [face for image in images for face in drawn[image]]  # in image order, however the work was split
     manifest = {"source": "synthetic", "seed": cfg.seed, "image_size": cfg.image_size,
                 "attributes": list(SYNTHETIC_ATTRIBUTES), "images": sizes, "scene": asdict(cfg.scene)}
     return write_dataset(cfg.out, faces, cfg.templates, cfg.seed, [], manifest, teacher)

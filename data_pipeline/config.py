@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from data_pipeline.sources import SOURCES
 from data_pipeline.templates import KINDS
 from facellm.config import Config, ConfigError
+from facellm.errors import FacellmError
 
 if TYPE_CHECKING:
     from data_pipeline.build import BuildConfig
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from data_pipeline.synthetic import SceneOptions
     from data_pipeline.teacher import TeacherConfig
     from data_pipeline.templates import TemplateOptions
+    from facellm.parallel import FanOut
 
 # Long flag of `facellm data build` -> the setting it sets. Before the typed config, YAML files used the
 # flags' names as keys; such a key is refused with a message naming its setting.
@@ -34,6 +36,7 @@ FLAGS = {
     "min-blur": "faces.min_blur", "dedupe": "faces.dedupe",
     "n": "synthetic.n", "image-size": "synthetic.image_size", "scene-faces": "synthetic.scene_faces",
     "lighting": "synthetic.lighting", "blur": "synthetic.blur", "occlusion": "synthetic.occlusion",
+    "workers": "compute.workers", "ray": "compute.ray",
 }
 
 
@@ -74,6 +77,12 @@ class SyntheticSettings:  # the synthetic source
 
 
 @dataclass
+class ComputeSettings:  # where the per-image work runs; the dataset is the same wherever it runs
+    workers: int | None = None  # processes here (default: one per core), or actors on the Ray cluster
+    ray: str | None = None  # Ray cluster address (auto, HOST:PORT, ray://HOST:PORT); None: this machine
+
+
+@dataclass
 class DataBuildConfig(Config):
     RENAMED = {old: new for flag, new in FLAGS.items() for old in (flag, flag.replace("-", "_")) if old != new}
 
@@ -89,6 +98,7 @@ class DataBuildConfig(Config):
     teacher: TeacherSettings = field(default_factory=TeacherSettings)
     faces: FaceSettings = field(default_factory=FaceSettings)
     synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
+    compute: ComputeSettings = field(default_factory=ComputeSettings)
 
     def __post_init__(self):
         if self.source not in SOURCES:
@@ -106,9 +116,10 @@ class DataBuildConfig(Config):
             raise ConfigError(f"faces.multi_face {self.faces.multi_face!r}: expected skip or each")
         if self.teacher.url and not self.teacher.model:
             raise ConfigError("teacher.url needs teacher.model (--teacher-model: the model name the endpoint serves)")
-        # the options' own checks (template kinds, lighting, ranges), before anything is written
+        # the options' own checks (template kinds, lighting, ranges, workers), before anything is written
         template_options(self)
         scene_options(self)
+        fanout(self)
 
 
 def template_options(cfg: DataBuildConfig) -> TemplateOptions:
@@ -131,6 +142,15 @@ def scene_options(cfg: DataBuildConfig) -> SceneOptions:
         raise ConfigError(str(e)) from None
 
 
+def fanout(cfg: DataBuildConfig) -> FanOut:
+    from facellm.parallel import FanOut
+
+    try:
+        return FanOut(workers=cfg.compute.workers, ray=cfg.compute.ray)
+    except FacellmError as e:
+        raise ConfigError(str(e)) from None
+
+
 def teacher_config(cfg: DataBuildConfig) -> TeacherConfig | None:
     """The teacher's settings, or None where no teacher is configured (the API key comes from the environment)."""
     from data_pipeline.teacher import TeacherConfig
@@ -148,7 +168,7 @@ def build_config(cfg: DataBuildConfig) -> BuildConfig:
 
     return BuildConfig(out=Path(cfg.out), n=cfg.synthetic.n, val_size=cfg.val_size, test_size=cfg.test_size,
                        seed=cfg.seed, image_size=cfg.synthetic.image_size, scene=scene_options(cfg),
-                       templates=template_options(cfg))
+                       templates=template_options(cfg), fanout=fanout(cfg))
 
 
 def ingest_config(cfg: DataBuildConfig) -> IngestConfig:
@@ -160,4 +180,4 @@ def ingest_config(cfg: DataBuildConfig) -> IngestConfig:
                         labels=Path(cfg.labels) if cfg.labels else None, columns=dict(cfg.columns),
                         min_face=f.min_face, max_faces=f.max_faces, multi_face=f.multi_face, min_blur=f.min_blur,
                         val_size=cfg.val_size, test_size=cfg.test_size, seed=cfg.seed, dedupe=f.dedupe,
-                        templates=template_options(cfg))
+                        templates=template_options(cfg), fanout=fanout(cfg))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from facellm.atomic import atomic_open, atomic_path
 from facellm.errors import FacellmError
 from facellm.faces import CROP_MARGIN, crop_box
 from facellm.images import ImageError, load_image, load_image_bytes
+from facellm.parallel import FanOut, fan_out
 
 
 @dataclass
@@ -47,6 +49,7 @@ class IngestConfig:
     seed: int = 0
     dedupe: int = -1  # drop face crops within this many pHash bits of an earlier one; -1 keeps all
     templates: TemplateOptions = field(default_factory=TemplateOptions)
+    fanout: FanOut = field(default_factory=FanOut)  # where detection runs: processes here or a Ray cluster
 
 
 def hash_split(key: str, val_size: float, test_size: float) -> str:
@@ -62,7 +65,8 @@ JOURNAL_VERSION = 2  # entries of other versions are redone
 
 
 class Ingest:
-    """The expensive, journalled part: open an image, find every face, save crops and landmarks."""
+    """The expensive, journalled part: open an image, find every face, save crops and landmarks. One per
+    worker process (or Ray actor), each with its own detector; called with a batch of items."""
 
     def __init__(self, cfg: IngestConfig):
         from facellm.faces import FaceAnalyzer
@@ -70,6 +74,9 @@ class Ingest:
         self.cfg = cfg
         self.analyzer = FaceAnalyzer()
         (cfg.out / "images" / cfg.source).mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, items: list[SourceItem]) -> list[dict]:
+        return [self.process(item) for item in items]
 
     def crop(self, item: SourceItem, image, face, n: int | None) -> dict:
         """Save the face's crop and landmarks; ``n`` numbers the faces of a several-face image."""
@@ -156,12 +163,13 @@ def ingest(cfg: IngestConfig, teacher=None) -> dict:
     done = _read_journal(journal_path)
     todo = [item for item in items if item.key not in done and not item.problems]  # bad labels: no detection
     if todo:
-        worker = Ingest(cfg)
         with journal_path.open("a", encoding="utf-8") as journal:
             if journal.tell() and not journal_path.read_bytes().endswith(b"\n"):
                 journal.write("\n")  # end a torn line so the next entry starts clean
-            for item in tqdm(todo, desc=f"{cfg.source} images", unit="img"):
-                entry = worker.process(item)
+            results = fan_out(functools.partial(Ingest, cfg), todo, cfg.fanout)
+            for item, entry in tqdm(results, total=len(todo), desc=f"{cfg.source} images", unit="img"):
+                if item.key in done:
+                    continue  # a batch Ray ran twice (its actor died after finishing it): journalled once
                 journal.write(json.dumps(entry, ensure_ascii=False) + "\n")
                 journal.flush()
                 done[item.key] = entry

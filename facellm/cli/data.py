@@ -85,6 +85,7 @@ def _add_build_parser(data_sub) -> None:
     _add_qa_args(b.add_argument_group("QA"))
     _add_face_args(b.add_argument_group("real sources: faces"))
     _add_synthetic_args(b.add_argument_group("synthetic source"))
+    _add_compute_args(b.add_argument_group("where the work runs (the dataset is the same either way)"))
     b.set_defaults(func=cmd_build, given={})
 
 
@@ -120,6 +121,15 @@ def _add_synthetic_args(y) -> None:
     _setting(y, "lighting", help="lighting drawn per image from: normal,dim,bright,side")
     _setting(y, "blur", type=float, help="chance that an image is blurred")
     _setting(y, "occlusion", type=float, help="chance that a face's mouth or eyes are covered")
+
+
+def _add_compute_args(c) -> None:
+    _setting(c, "workers", type=int, metavar="N",
+             help="processes that detect faces / draw images, each with its own detector (default: one per core); "
+                  "with --ray, actors on the cluster (default: one per cluster CPU)")
+    _setting(c, "ray", metavar="ADDRESS",
+             help="run the per-image work on the Ray cluster at ADDRESS (auto, HOST:PORT): Ray Data with an actor "
+                  "pool; --out must be a path every node sees")
 
 
 def cmd_build(args) -> None:
