@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_pipeline.assemble import SPLITS, FaceEntry, write_dataset
-from data_pipeline.sources import SourceItem, read_source
+from data_pipeline.sources import DatasetImages, SourceItem, read_source
 from data_pipeline.templates import TemplateOptions, pose_from_cues
 from facellm.atomic import atomic_open, atomic_path
 from facellm.errors import FacellmError
@@ -73,6 +73,7 @@ class Ingest:
 
         self.cfg = cfg
         self.analyzer = FaceAnalyzer()
+        self.dataset_images = DatasetImages(cfg.root, cfg.columns) if cfg.source == "hf" else None
         (cfg.out / "images" / cfg.source).mkdir(parents=True, exist_ok=True)
 
     def __call__(self, items: list[SourceItem]) -> list[dict]:
@@ -97,7 +98,8 @@ class Ingest:
         new detection), or why the image gave none."""
         entry = {"v": JOURNAL_VERSION, "key": item.key, "faces": [], "error": None}
         try:
-            image = load_image_bytes(item.data, item.name) if item.data is not None else load_image(item.image)
+            image = (load_image(item.image) if item.row is None
+                     else load_image_bytes(self.dataset_images(*item.row), item.name))
         except ImageError as e:
             return {**entry, "error": f"image: {e}"}
         faces = self.analyzer.analyze(image)

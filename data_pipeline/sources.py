@@ -25,13 +25,14 @@ class SourceItem:
     split: str | None = None  # the dataset's own split, where it has one
     problems: list[str] = field(default_factory=list)
     identity: str | None = None  # who is pictured, where the dataset says: splits keep a person on one side
-    data: bytes | None = None  # encoded image bytes, for sources that hold images inside (datasets)
+    row: tuple[str, int] | None = None  # (split, row) of an image held inside a datasets source: read by the
+    # worker that needs it (DatasetImages), so a million-image build never holds them all in memory
     age_years: float | None = None  # exact age where the dataset records one (labels hold its FairFace bin)
 
     @property
     def name(self) -> str:
         """How rejects and errors name the input."""
-        return str(self.image) if self.data is None else f"{self.source}:{self.key}"
+        return str(self.image) if self.row is None else f"{self.source}:{self.key}"
 
 
 SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation", "valid": "validation",
@@ -267,8 +268,23 @@ def read_hf(root: Path, columns: dict[str, str] | None = None) -> Iterator[Sourc
             if cell.get("bytes") is None and not cell.get("path"):
                 problems.append("no image in this row")
             yield SourceItem("hf", key, Path(cell.get("path") or key), labels, split, problems,
-                             None if identity in (None, "") else str(identity), cell.get("bytes"),
-                             _exact_age(raw.get("age")))
+                             None if identity in (None, "") else str(identity),
+                             (split_name, i) if cell.get("bytes") is not None else None, _exact_age(raw.get("age")))
+
+
+class DatasetImages:
+    """The encoded image of a ``datasets`` source's row, read when asked (Arrow files are memory-mapped)."""
+
+    def __init__(self, root: Path, columns: dict[str, str] | None = None):
+        from datasets import Image
+
+        column = (columns or {}).get("image", "image")
+        self.parts = {name: part.select_columns([column]).cast_column(column, Image(decode=False))
+                      for name, part in _load_hf(root).items()}
+        self.column = column
+
+    def __call__(self, split: str, row: int) -> bytes:
+        return self.parts[split][row][self.column]["bytes"]
 
 
 READERS = {"fairface": read_fairface, "utkface": read_utkface, "celeba": read_celeba, "rafdb": read_rafdb}

@@ -162,7 +162,7 @@ def test_hf_imagefolder_with_metadata_csv(tmp_path):
         "bad.jpg,female,20-29,Black,alice\n")
     items = {item.image.name: item for item in read_hf(root)}
     assert set(items) == {"a.jpg", "c.jpg", "m.jpg", "o.jpg", "bad.jpg"}
-    assert items["a.jpg"].identity == "bob" and items["a.jpg"].split is None and items["a.jpg"].data is None
+    assert items["a.jpg"].identity == "bob" and items["a.jpg"].split is None and items["a.jpg"].row is None
     manifest, records, rejects = build("hf", root, tmp_path / "out", val_size=0.3, test_size=0.3)
 
     face_of = {name: f"hf-{item.key.replace('/', '_')}" for name, item in items.items()}
