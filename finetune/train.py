@@ -72,12 +72,61 @@ def _accelerator(cfg: TrainConfig, out: Path):
             except ImportError:
                 raise FacellmError(f"report_to {tracker} needs `pip install {package}`") from None
     # cpu=True where there is no GPU: accelerate then joins a multi-process CPU launch (torchrun, gloo)
-    return Accelerator(mixed_precision=cfg.mixed_precision, log_with=cfg.report_to or None, project_dir=str(out),
-                       cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, log_with=cfg.report_to or None,
+                              project_dir=str(out), cpu=not torch.cuda.is_available())
+    _fsdp_on_cpu(accelerator)
+    return accelerator
+
+
+def _fsdp_on_cpu(accelerator) -> None:
+    """Honour an FSDP launch (``accelerate launch --config_file .../fsdp.yaml``) on CPU processes (gloo).
+
+    accelerate (1.16) makes the run FSDP only on accelerator devices: ``AcceleratorState`` promotes
+    MULTI_GPU/XPU/... to FSDP when the launch sets ACCELERATE_USE_FSDP, never MULTI_CPU, so on CPU the FSDP
+    config is dropped without a word and the run is plain DDP. torch's FSDP2 (``fully_shard``) does run on
+    CPU with gloo, so give the state the plugin the launch asked for (read from its FSDP_* variables).
+    """
+    import os
+
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    if (os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true"
+            or accelerator.distributed_type != DistributedType.MULTI_CPU):
+        return
+    plugin = FullyShardedDataParallelPlugin()
+    if plugin.fsdp_version != 2:
+        raise FacellmError("FSDP on CPU processes needs fsdp_version: 2 (FSDP1 shards CUDA devices only)")
+    if accelerator.mixed_precision != "no":
+        plugin.set_mixed_precision(accelerator.mixed_precision)
+    accelerator.state.fsdp_plugin = plugin
+    accelerator.state.distributed_type = DistributedType.FSDP
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP  # as AcceleratorState does on GPUs
+
+
+def _hf_model(model):
+    """The transformers model inside a PEFT model (the one whose ``generate`` runs)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+@contextlib.contextmanager
+def _unsharded_root(model):
+    """FSDP2: generate() calls the inner model, not the wrapped root, so the root's own hooks never gather
+    its parameters (embeddings, head, norms: those outside any transformer block); gather them around it."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        yield
+        return
+    model.unshard()
+    try:
+        yield
+    finally:
+        model.reshard()
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict:
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedType, set_seed
     from transformers import get_scheduler
 
     out, data = Path(cfg.output), Path(cfg.data)
@@ -117,6 +166,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=int(cfg.warmup_ratio * steps),
                               num_training_steps=steps)
     model, optimizer = accelerator.prepare(model, optimizer)
+    # FSDP replaces the parameters with sharded ones (the optimizer is given them): clip those
+    params = [p for p in model.parameters() if p.requires_grad]
+    sharded = accelerator.distributed_type == DistributedType.FSDP
+    if sharded:  # transformers' signal to generate in step on every rank (synced_gpus): each forward gathers
+        _hf_model(accelerator.unwrap_model(model))._is_fsdp_managed_module = True
     accelerator.register_for_checkpointing(scheduler)  # stepped once per step, whatever the world size
     start = 0
     if resume:
@@ -125,9 +179,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     model.train()
 
     # --- logging: log.jsonl (kept up to the resumed step), trackers, progress bar
+    main = accelerator.is_main_process  # the one process that reads and writes the run's files
+    kept = main and resume and (out / "log.jsonl").is_file()
     log: list[dict] = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()
-                       if json.loads(line)["step"] <= start] if resume and (out / "log.jsonl").is_file() else []
-    main = accelerator.is_main_process
+                       if json.loads(line)["step"] <= start] if kept else []
     log_file = (out / "log.jsonl").open("w") if main else None
     for entry in log:
         log_file.write(json.dumps(entry) + "\n")
@@ -144,16 +199,21 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
 
     def evaluate(step: int) -> dict | None:
         result = None
-        if main:
+        if sharded:  # every rank holds a shard of the weights: all generate the same answers together
+            with _unsharded_root(model):
+                result = validation_accuracy(accelerator.unwrap_model(model), processor, val_records, data)
+        elif main:
             result = validation_accuracy(accelerator.unwrap_model(model), processor, val_records, data)
+        if main:
             record({"step": step, "val_accuracy": result["mean_accuracy"],
                     "val_per_attribute": {a: v["accuracy"] for a, v in result["attributes"].items()}})
         accelerator.wait_for_everyone()
-        return result
+        return result if main else None
 
     if not resume:
         record({"step": 0, "config": cfg.to_dict(), "trainable_parameters": trainable, "parameters": total,
-                "train_examples": len(chats), "world_size": world, "steps": steps,
+                "train_examples": len(chats), "world_size": world,
+                "distributed_type": accelerator.distributed_type.value, "steps": steps,
                 "epochs": epochs,
                 "preflight": {**report.summary(chats), "seconds": round(preflight_s, 3)}})
     batches = ShuffledBatches(chats, cfg.batch_size, cfg.seed, collator,
@@ -200,10 +260,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
 
     # --- save: adapter (or full model), run files, curves
     final = evaluate(steps) if val_records else None
+    state = accelerator.get_state_dict(model)  # every rank: FSDP gathers the full weights on rank 0
     summary = None
     if main:
         saved = out / ("model" if cfg.method == "full" else "adapter")
-        accelerator.unwrap_model(model).save_pretrained(saved, safe_serialization=True)
+        accelerator.unwrap_model(model).save_pretrained(saved, state_dict=state, safe_serialization=True)
         if cfg.method == "full":
             processor.save_pretrained(saved)
         log_file.close()
@@ -213,6 +274,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                    "final_loss": next(r["loss"] for r in reversed(log) if "loss" in r),
                    "validation": None if final is None else {a: v["accuracy"] for a, v in final["attributes"].items()},
                    "trainable_parameters": trainable, "world_size": world,
+                   "distributed_type": accelerator.distributed_type.value,  # NO, MULTI_CPU, MULTI_GPU, FSDP, ...
                    "longest_tokens": report.longest()}  # serving sizes its context from this
         write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
         write_run_files(saved, cfg, summary, fam)
