@@ -166,15 +166,17 @@ def _on_ray(make_worker, items: Sequence, fanout: FanOut) -> Iterator[tuple[Any,
         if fanout.num_gpus is None:
             fanout = replace(fanout, num_gpus=1 if ray.cluster_resources().get("GPU", 0) else 0)
         actors = _actors_that_fit(fanout)
-        logging.getLogger("ray.data").setLevel(logging.WARNING)  # Ray Data narrates every run at INFO
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # the caller shows one bar over every item
-        ctx.verbose_progress = False
+        for handler in logging.getLogger("ray.data").handlers:  # Ray Data narrates every run on the console;
+            if isinstance(handler, logging.StreamHandler):  # its log file in the session directory keeps it all
+                handler.setLevel(logging.ERROR)
+        ray.data.DataContext.get_current().enable_progress_bars = False  # the caller shows one bar over every item
         dataset = ray.data.from_items([{"index": i, "item": pickle.dumps(item)} for i, item in enumerate(items)],
                                       override_num_blocks=max(1, min(len(items) // fanout.batch_size, 10 * actors)))
-        results = dataset.map_batches(_RayWorker, fn_constructor_args=(pickle.dumps(make_worker), max(1, int(fanout.num_cpus))),
-                                      batch_size=fanout.batch_size, concurrency=actors, num_cpus=fanout.num_cpus,
-                                      num_gpus=fanout.num_gpus or None, batch_format="numpy")
+        threads = max(1, int(fanout.num_cpus))
+        results = dataset.map_batches(_RayWorker, fn_constructor_args=(pickle.dumps(make_worker), threads),
+                                      batch_size=fanout.batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
+                                      num_cpus=fanout.num_cpus, num_gpus=fanout.num_gpus or None,
+                                      batch_format="numpy")
         for row in results.iter_rows():
             yield items[int(row["index"])], pickle.loads(row["result"])
 
