@@ -105,11 +105,13 @@ class RecordRequest:
         """The record in a chat completion; AnswerError saying why when it is not JSON or, with a schema,
         does not match it."""
         choice = reply.choices[0]
-        text = choice.message.content or ""
+        return self.read_text(choice.message.content or "", choice.finish_reason == "length")
+
+    def read_text(self, text: str, cut_short: bool = False) -> dict:
+        """The record in an answer's text (``cut_short``: max_tokens ended it), as :meth:`read`."""
         try:
             record = json.loads(text)
         except json.JSONDecodeError:
-            cut_short = choice.finish_reason == "length"
             raise AnswerError(f"answer is not JSON{' (max_tokens reached: raise --max-tokens)' if cut_short else ''}: "
                               f"{text[:200]!r}", cut_short) from None
         if self.validator is not None and (problems := [e.message for e in self.validator.iter_errors(record)]):

@@ -26,8 +26,10 @@ class JsonConstraint:
 
     def compile(self, schema: dict):
         try:
-            # no free whitespace: an undertrained model would otherwise fill its budget with blanks
-            return self._compiler.compile_json_schema(json.dumps(schema, sort_keys=True), any_whitespace=False)
+            # as vLLM's xgrammar backend compiles it (--structured-outputs-config disable_any_whitespace, which
+            # facellm serve --engine vllm sets), so both engines give the same text: properties in the schema's
+            # order, no free whitespace (an undertrained model would otherwise fill its budget with blanks)
+            return self._compiler.compile_json_schema(json.dumps(schema), any_whitespace=False, separators=(",", ":"))
         except (RuntimeError, ValueError) as e:
             raise SchemaError(f"cannot use this JSON schema for constrained decoding: {e}") from None
 

@@ -28,6 +28,7 @@ class Generated(NamedTuple):
     # believes, before any JSON constraint masks it (vLLM also reports unprocessed logprobs by default)
     logprobs: list[tuple[str, float]] | None = None
     top_logprobs: list[list[tuple[str, float]]] | None = None  # per completion token, most likely first
+    cut_short: bool = False  # max_new_tokens ended the answer before the model's end token (OpenAI's "length")
 
 
 class ConstraintMissing(RuntimeError):
@@ -90,5 +91,6 @@ def generate(model, processor, requests: list[GenerationRequest], constraint=Non
                           for t, lp in zip(top.indices[i, k, :request.top_logprobs].tolist(),
                                            top.values[i, k, :request.top_logprobs].tolist())] for k in kept]
                         if request.logprobs and request.top_logprobs else None)
-        results.append(Generated(text.strip(), int(mask.sum()), len(completion), logprobs, alternatives))
+        cut_short = tokenizer.eos_token_id not in row and len(row) >= request.max_new_tokens
+        results.append(Generated(text.strip(), int(mask.sum()), len(completion), logprobs, alternatives, cut_short))
     return results

@@ -251,8 +251,7 @@ def create_app(engine: EmbeddedEngine, api_key: str | None = None, max_request_b
             "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": req.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text}, "logprobs": logprobs,
-                         # the eos token counts as a completion token, so a full budget means truncated
-                         "finish_reason": "length" if answer.completion_tokens >= max_tokens else "stop"}],
+                         "finish_reason": "length" if answer.cut_short else "stop"}],
             "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
                       "total_tokens": answer.prompt_tokens + answer.completion_tokens},
         }

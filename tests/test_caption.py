@@ -171,19 +171,34 @@ def test_unreachable_endpoint_is_a_clear_error_keeping_finished_work(tmp_path):
     assert result.returncode == 2 and "stopped answering" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_without_an_endpoint_the_job_serves_the_model_itself_in_its_own_process(tiny_model_dir, tmp_path):
-    """`facellm caption --model DIR --engine transformers`: a `facellm serve` process of its own for the
-    job (its log beside the results), stopped when the job ends."""
-    for i, image in enumerate((ASTRONAUT, two_faces(), ASTRONAUT.resize((200, 200)))):
-        save(image, tmp_path / "in" / f"{i}.jpg")
-    out = tmp_path / "own.jsonl"
-    result = subprocess.run([sys.executable, "-m", "facellm.cli", "caption", str(tmp_path / "in"), "--out", str(out),
-                             "--model", str(tiny_model_dir), "--engine", "transformers"],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = lines(out)
-    assert sorted(Path(r["image"]).name for r in rows) == ["0.jpg", "1.jpg", "2.jpg"]
-    for row in rows:
-        jsonschema.validate(row["attributes"], SCHEMA)
-    log = out.with_suffix(".server.log").read_text()
-    assert "Uvicorn running on http://127.0.0.1:" in log and "Finished server process" in log
+def test_without_an_endpoint_the_engine_runs_in_the_workers_with_the_same_answers(tiny_model_dir, endpoint,
+                                                                                    tmp_path):
+    """`facellm caption --model DIR --engine transformers`: no server, the engine inside each worker process,
+    a batch of images per call. The bad-input matrix gives the same lines with 1 and 2 workers, and the
+    same captions as the embedded server over HTTP."""
+    root = tmp_path / "matrix"
+    root.mkdir()
+    cases = bad_images(root)
+    save(two_faces(), root / "pair.jpg")
+
+    def run(out, *flags):
+        result = subprocess.run([sys.executable, "-m", "facellm.cli", "caption", str(root), "--out", str(out),
+                                 "--model", str(tiny_model_dir), "--engine", "transformers", "--per-face",
+                                 "--max-tokens", "64", "--batch-size", "4", *flags],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return sorted(lines(out), key=lambda r: (r["image"], r.get("face", 0)))
+
+    one, two = run(tmp_path / "one.jsonl", "--workers", "1"), run(tmp_path / "two.jsonl", "--workers", "2")
+    assert one == two
+    caption(endpoint, [root], tmp_path / "http.jsonl", per_face=True, max_tokens=64)
+    assert one == sorted(lines(tmp_path / "http.jsonl"), key=lambda r: (r["image"], r.get("face", 0)))
+    by_name = {}
+    for row in one:
+        by_name.setdefault(Path(row["image"]).name, []).append(row)
+    assert [r["face"] for r in by_name["pair.jpg"]] == [0, 1]
+    for name, expected in cases.items():
+        if undecodable(expected):
+            assert [set(r) for r in by_name[name]] == [{"image", "error"}]
+            assert by_name[name][0]["error"].startswith("image:")
+    assert not list(tmp_path.glob("*.server.log"))  # no server was started

@@ -197,3 +197,26 @@ def test_a_ray_actor_killed_midway_loses_nothing(photos, local_reference, ray_cl
 def test_a_cluster_without_the_resources_asked_for_is_a_clear_error(ray_cluster):
     with pytest.raises(FacellmError, match=r"the cluster has 2 CPUs and 0 GPUs; each worker needs 1 CPUs and 1 GPUs"):
         list(fan_out(Square, [1], FanOut(ray=ray_cluster, num_gpus=1)))
+
+
+def test_a_ray_cluster_captions_like_the_local_workers(ray_cluster, tiny_model_dir, tmp_path):
+    """`facellm caption --model DIR --ray ADDRESS`: an engine per actor, the bad-input matrix included; the
+    same lines as one local worker."""
+    from data_pipeline.build import write_faces
+
+    root = tmp_path / "in"
+    root.mkdir()
+    bad_images(root)
+    write_faces(root / "faces", 6, seed=4)
+
+    def run(out, *flags):
+        result = subprocess.run([sys.executable, "-m", "facellm.cli", "caption", str(root), "--out", str(out),
+                                 "--model", str(tiny_model_dir), "--engine", "transformers", "--max-tokens", "48",
+                                 "--batch-size", "4", *flags], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return sorted(out.read_text().splitlines())
+
+    local = run(tmp_path / "local.jsonl", "--workers", "1")
+    assert run(tmp_path / "ray.jsonl", "--ray", ray_cluster) == local
+    assert len(local) == len([p for p in root.rglob("*") if p.is_file()])
+    assert sum('"error": "image:' in line for line in local) >= 4  # the undecodable files, named, as locally

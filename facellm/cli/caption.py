@@ -1,4 +1,4 @@
-"""`facellm caption`: batch attribute captioning through the OpenAI-compatible API, resumable."""
+"""`facellm caption`: batch attribute captioning, in-process engines or a running server, resumable."""
 
 from __future__ import annotations
 
@@ -10,17 +10,22 @@ from facellm.cli.args import ENGINES, adapter_arg, add_api_key_arg
 from facellm.errors import FacellmError
 
 DESCRIPTION = """\
-Caption images through an OpenAI-compatible API: answers are decoded under a JSON schema
-and validated; results.jsonl gets one line per image (per face with --per-face) as each
+Caption images with a vision-language model: answers are decoded under a JSON schema and
+validated; the --out JSONL gets one line per image (per face with --per-face) as each
 finishes. Re-running the same command skips what is done, so a killed run resumes and
 every image appears exactly once; failures are lines with an "error" reason.
 
-Either --endpoint URL --model NAME (a running server), or --model DIR [--adapter ...]
-(facellm starts a server for the run, vLLM where installed)."""
+Two ways to reach the model:
+  --model DIR [--adapter ...]     the engine runs in worker processes here (vLLM's offline
+                                  LLM where installed, else transformers), fed batches of
+                                  images directly, no HTTP; or as actors on a Ray cluster
+                                  with --ray ADDRESS (one engine per GPU on GPU nodes)
+  --endpoint URL --model NAME     a running OpenAI-compatible server (facellm serve, vLLM)"""
 
 EPILOG = """\
 examples:
-  facellm caption photos/ --out captions.jsonl --model runs/demo/tiny-qwen2-vl --per-face
+  facellm caption photos/ --out captions.jsonl --model runs/demo/tuned --per-face
+  facellm caption s3-mount/photos/ --out s3-mount/captions.jsonl --model runs/demo/tuned --ray auto
   facellm caption 'shots/**/*.jpg' list.txt --endpoint http://127.0.0.1:8000 --model face \\
       --out captions.jsonl --export csv,parquet"""
 
@@ -37,13 +42,21 @@ def add_parser(sub) -> None:
     p.add_argument("--adapter", type=_adapter_or_dir, metavar="[NAME=]DIR",
                    help="LoRA adapter to caption with (no --endpoint)")
     p.add_argument("--engine", choices=ENGINES, default="auto",
-                   help="engine of the server started for the run (no --endpoint)")
+                   help="engine in the workers (no --endpoint): auto = vLLM where installed and able to serve the "
+                        "adapter, else transformers")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="engines (no --endpoint): processes here (default: 1 for vLLM, one per core for "
+                        "transformers), or actors on the Ray cluster (default: as many as fit)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per engine call (no --endpoint; default 16)")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="run the engines on the Ray cluster at ADDRESS (auto, HOST:PORT): Ray Data, one engine per "
+                        "actor, one GPU each where the cluster has GPUs; inputs and --out on paths every node sees")
     p.add_argument("--schema", default="attributes",
                    help="'attributes' (facellm's record, default), a JSON Schema file, or 'none' for free text")
     p.add_argument("--prompt", help="question asked with every image (default: asks for the JSON record)")
     p.add_argument("--per-face", action="store_true",
                    help="detect faces and caption each crop; lines carry the face's box")
-    p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
+    p.add_argument("--concurrency", type=int, default=8, help="requests in flight (--endpoint; default 8)")
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--retry-failed", action="store_true", help="give images that failed before another try")
     p.add_argument("--export", type=_formats, metavar="csv,parquet", help="also write the results as CSV / Parquet")
@@ -63,28 +76,28 @@ def _formats(value: str) -> list[str]:
 
 
 def cmd_caption(args) -> None:
-    import contextlib
-
+    from facellm.parallel import FanOut
     from serve.caption import CaptionConfig, export_results, load_schema, run_captioning
-    from serve.launch import local_server
+    from serve.launch import choose_engine
 
     schema = load_schema(args.schema)
+    cfg = CaptionConfig(inputs=args.inputs, out=Path(args.out), model=args.model, schema=schema, prompt=args.prompt,
+                        per_face=args.per_face, concurrency=args.concurrency, max_tokens=args.max_tokens,
+                        api_key=args.api_key, retry_failed=args.retry_failed)
     if args.endpoint:
-        if args.adapter:
-            raise FacellmError("--adapter is for a model served here; with --endpoint, --model names a served model")
-        server, model = contextlib.nullcontext(args.endpoint), args.model
+        if args.adapter or args.workers or args.ray:
+            raise FacellmError("--adapter, --workers and --ray are for a model run here; with --endpoint, --model "
+                               "names a served model")
+        cfg.endpoint = args.endpoint
     else:
         if not Path(args.model).is_dir():
             raise FacellmError(f"--model {args.model}: no such model directory (with --endpoint, --model names a "
                                "served model instead)")
-        adapters = dict([args.adapter]) if args.adapter else {}
-        model = next(iter(adapters), "base")
-        server = local_server(args.model, adapters, args.engine, log_path=Path(args.out).with_suffix(".server.log"))
-    with server as endpoint:
-        cfg = CaptionConfig(inputs=args.inputs, out=Path(args.out), endpoint=endpoint, model=model, schema=schema,
-                            prompt=args.prompt, per_face=args.per_face, concurrency=args.concurrency,
-                            max_tokens=args.max_tokens, api_key=args.api_key, retry_failed=args.retry_failed)
-        summary = run_captioning(cfg)
+        cfg.adapter = args.adapter
+        cfg.engine = choose_engine(args.engine, dict([args.adapter]) if args.adapter else {})
+        cfg.fanout = FanOut(workers=args.workers, ray=args.ray, batch_size=args.batch_size,
+                            num_gpus=None if cfg.engine == "vllm" else 0)
+    summary = run_captioning(cfg)
     print(json.dumps(summary))
     if args.export:
         for path in export_results(Path(args.out), args.export):
