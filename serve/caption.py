@@ -228,11 +228,14 @@ class CaptionWorker(_Inputs):
 
 
 def caption_workers(cfg: CaptionConfig) -> int | None:
-    """Engines to start here unless told: one vLLM engine (it uses every core, or its GPU), else one
+    """Engines to start here unless told: one where the engine fills the machine by itself (vLLM uses every
+    core; a GPU holds one engine; more GPUs: use --ray, which gives each engine its own), else one
     transformers engine per core."""
     if cfg.fanout.workers or cfg.fanout.ray:
         return cfg.fanout.workers
-    return 1 if cfg.engine == "vllm" else None
+    import torch
+
+    return 1 if cfg.engine == "vllm" or torch.cuda.is_available() else None
 
 
 def run_captioning(cfg: CaptionConfig) -> dict:
