@@ -16,7 +16,6 @@ many workers ran or where.
 
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 import socket
@@ -96,15 +95,21 @@ def _checked(results: list, batch: list) -> list:
 # ----------------------------------------------------------------------------- processes on this machine
 
 _worker: Worker | None = None  # the worker of this pool process
+_start_error: Exception | None = None  # why it could not be built (a model that does not load, ...)
 
 
 def _start_process(make_worker: bytes, threads: int) -> None:
-    global _worker
+    global _worker, _start_error
     limit_threads(threads)  # before unpickling the factory imports the worker's libraries
-    _worker = pickle.loads(make_worker)()
+    try:
+        _worker = pickle.loads(make_worker)()
+    except Exception as e:  # raised with the first batch, so the caller sees the reason, not a broken pool
+        _start_error = e
 
 
 def _run_batch(batch: list) -> list:
+    if _start_error is not None:
+        raise _start_error
     return _checked(_worker(batch), batch)
 
 
@@ -151,12 +156,26 @@ class _RayWorker:
 
     def __init__(self, make_worker: bytes, threads: int):
         limit_threads(threads)
-        self.worker = pickle.loads(make_worker)()
+        self.start_error = None
+        try:
+            self.worker = pickle.loads(make_worker)()
+        except Exception as e:  # raised with the first batch: Ray reports a failed actor start without its reason
+            self.start_error = e
 
     def __call__(self, rows: dict) -> dict:
-        batch = [pickle.loads(b) for b in rows["item"]]
-        results = _checked(self.worker(batch), batch)
-        return {"index": rows["index"], "result": [pickle.dumps(r) for r in results]}
+        try:
+            if self.start_error is not None:
+                raise self.start_error
+            batch = [pickle.loads(b) for b in rows["item"]]
+            results = [pickle.dumps(r) for r in _checked(self.worker(batch), batch)]
+        except Exception as e:  # sent back as a result: Ray would hand the driver its own error, the reason in text
+            results = [pickle.dumps(_Raised(e))] * len(rows["index"])
+        return {"index": rows["index"], "result": results}
+
+
+@dataclass
+class _Raised:
+    error: Exception
 
 
 def _on_ray(make_worker, items: Sequence, fanout: FanOut) -> Iterator[tuple[Any, Any]]:
@@ -165,10 +184,7 @@ def _on_ray(make_worker, items: Sequence, fanout: FanOut) -> Iterator[tuple[Any,
     with ray_cluster(fanout.ray):
         if fanout.num_gpus is None:
             fanout = replace(fanout, num_gpus=1 if ray.cluster_resources().get("GPU", 0) else 0)
-        actors = _actors_that_fit(fanout)
-        for handler in logging.getLogger("ray.data").handlers:  # Ray Data narrates every run on the console;
-            if isinstance(handler, logging.StreamHandler):  # its log file in the session directory keeps it all
-                handler.setLevel(logging.ERROR)
+        actors = min(_actors_that_fit(fanout), -(-len(items) // fanout.batch_size))
         ray.data.DataContext.get_current().enable_progress_bars = False  # the caller shows one bar over every item
         dataset = ray.data.from_items([{"index": i, "item": pickle.dumps(item)} for i, item in enumerate(items)],
                                       override_num_blocks=max(1, min(len(items) // fanout.batch_size, 10 * actors)))
@@ -178,7 +194,10 @@ def _on_ray(make_worker, items: Sequence, fanout: FanOut) -> Iterator[tuple[Any,
                                       num_cpus=fanout.num_cpus, num_gpus=fanout.num_gpus or None,
                                       batch_format="numpy")
         for row in results.iter_rows():
-            yield items[int(row["index"])], pickle.loads(row["result"])
+            result = pickle.loads(row["result"])
+            if isinstance(result, _Raised):
+                raise result.error
+            yield items[int(row["index"])], result
 
 
 def _actors_that_fit(fanout: FanOut) -> int:

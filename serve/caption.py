@@ -227,6 +227,11 @@ class CaptionWorker(_Inputs):
         return [self.answer(text, cut_short) for text, cut_short in replies]
 
 
+# images per engine call: transformers generates one padded batch; vLLM schedules a call's requests itself
+# and keeps its batch fuller with more of them (measured on CPU: 144 images/s at 16 per call, 200 at 64)
+BATCH_SIZE = {"transformers": 16, "vllm": 64}
+
+
 def caption_workers(cfg: CaptionConfig) -> int | None:
     """Engines to start here unless told: one where the engine fills the machine by itself (vLLM uses every
     core; a GPU holds one engine; more GPUs: use --ray, which gives each engine its own), else one

@@ -5,6 +5,7 @@ end as the same rejects everywhere; a Ray address that does not answer is a one-
 Photos from scikit-image (astronaut: NASA, public domain; a cat); the bad-input matrix of tests/bad_inputs.py.
 """
 
+import functools
 import json
 import os
 import signal
@@ -151,6 +152,19 @@ def test_fan_out_uses_every_worker_and_returns_each_item_once():
     assert len({r[1] for r in dict(fan_out(Square, [1, 2], FanOut(workers=1))).values()}) == 1
 
 
+class Unloadable:
+    """A worker whose set-up fails, as one whose model does not load."""
+
+    def __init__(self):
+        raise FacellmError("models/face: not a model directory")
+
+
+def test_a_worker_that_cannot_start_reports_why():
+    for fanout in (FanOut(workers=1), FanOut(workers=2, batch_size=1)):
+        with pytest.raises(FacellmError, match="^models/face: not a model directory$"):
+            list(fan_out(Unloadable, [1, 2, 3], fanout))
+
+
 def test_bad_settings_and_unreachable_clusters_are_one_line_errors(tmp_path):
     with pytest.raises(FacellmError, match="--workers 0: expected at least 1"):
         FanOut(workers=0)
@@ -192,6 +206,15 @@ def test_a_ray_actor_killed_midway_loses_nothing(photos, local_reference, ray_cl
     kill_one_worker_midway(build, out / "journal.jsonl", lambda ppid, cmd: cmd.startswith("ray::MapWorker"))
     finished(build)
     assert dataset(out) == local_reference
+
+
+def test_an_actor_that_cannot_start_reports_why(ray_cluster, tmp_path):
+    from serve.caption import CaptionConfig, CaptionWorker
+
+    cfg = CaptionConfig(inputs=[], out=tmp_path / "out.jsonl", model=str(tmp_path), schema=None)  # not a model
+    with pytest.raises(FacellmError, match=f"^{tmp_path}: .*model") as error:
+        list(fan_out(functools.partial(CaptionWorker, cfg), [tmp_path / "a.jpg"], FanOut(ray=ray_cluster)))
+    assert len(str(error.value).splitlines()) == 1
 
 
 def test_a_cluster_without_the_resources_asked_for_is_a_clear_error(ray_cluster):

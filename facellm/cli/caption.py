@@ -47,7 +47,8 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=int, metavar="N",
                    help="engines (no --endpoint): processes here (default: 1 for vLLM, one per core for "
                         "transformers), or actors on the Ray cluster (default: as many as fit)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per engine call (no --endpoint; default 16)")
+    p.add_argument("--batch-size", type=int,
+                   help="images (or faces) per engine call (no --endpoint; default 16 for transformers, 64 for vLLM)")
     p.add_argument("--ray", metavar="ADDRESS",
                    help="run the engines on the Ray cluster at ADDRESS (auto, HOST:PORT): Ray Data, one engine per "
                         "actor, one GPU each where the cluster has GPUs; inputs and --out on paths every node sees")
@@ -77,7 +78,7 @@ def _formats(value: str) -> list[str]:
 
 def cmd_caption(args) -> None:
     from facellm.parallel import FanOut
-    from serve.caption import CaptionConfig, export_results, load_schema, run_captioning
+    from serve.caption import BATCH_SIZE, CaptionConfig, export_results, load_schema, run_captioning
     from serve.launch import choose_engine
 
     schema = load_schema(args.schema)
@@ -95,7 +96,7 @@ def cmd_caption(args) -> None:
                                "served model instead)")
         cfg.adapter = args.adapter
         cfg.engine = choose_engine(args.engine, dict([args.adapter]) if args.adapter else {})
-        cfg.fanout = FanOut(workers=args.workers, ray=args.ray, batch_size=args.batch_size,
+        cfg.fanout = FanOut(workers=args.workers, ray=args.ray, batch_size=args.batch_size or BATCH_SIZE[cfg.engine],
                             num_gpus=None if cfg.engine == "vllm" else 0)
     summary = run_captioning(cfg)
     print(json.dumps(summary))
