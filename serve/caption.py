@@ -228,7 +228,8 @@ class CaptionWorker(_Inputs):
 
 
 # images per engine call: transformers generates one padded batch; vLLM schedules a call's requests itself
-# and keeps its batch fuller with more of them (measured on CPU: 144 images/s at 16 per call, 200 at 64)
+# and keeps its batch fuller with more of them (vLLM offline on 2 CPU cores, tiny Qwen2-VL, 16 tokens:
+# 200 images/s at 64 per call, 256 at 256; noisy, see benchmarks/RESULTS.md)
 BATCH_SIZE = {"transformers": 16, "vllm": 64}
 
 
