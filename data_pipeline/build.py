@@ -4,9 +4,9 @@ Output layout::
 
     DIR/images/<split>/<n>.png   the images (records refer to them relative to DIR); <n>_face<k>.png: one
                                  face of a several-face scene
-    DIR/dataset/                 datasets.DatasetDict (save_to_disk), one split per key
+    DIR/dataset/                 datasets.DatasetDict (save_to_disk), one split per key, images embedded
     DIR/parquet/<split>.parquet  the same records as Parquet
-    DIR/sharegpt/<split>.jsonl   ShareGPT export + LLaMA-Factory dataset_info.json
+    DIR/sharegpt/<split>.jsonl   ShareGPT export; DIR/dataset_info.json: LLaMA-Factory's index of it
     DIR/llava/<split>.json       LLaVA training JSON (single-image records)
     DIR/rejects.jsonl            QA that failed validation, with the reason
     DIR/manifest.json, README.md what was built (seed, counts) and the dataset card

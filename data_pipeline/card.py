@@ -178,14 +178,17 @@ def render_card(summary: dict, dataset_dir: Path) -> str:
 
     load = [f"## How to load\n\n```python\nfrom datasets import load_from_disk\n\n"
             f"ds = load_from_disk(\"{dataset_dir.name}/dataset\")  # DatasetDict: {', '.join(splits)}\n"
-            f"record = ds[\"{splits[0] if splits else 'train'}\"][0]  # images: paths relative to this folder\n```",
+            f"record = ds[\"{splits[0] if splits else 'train'}\"][0]  # images: PIL images (embedded), "
+            f"image_files: their paths here\n```",
             "The same records as Parquet (the `configs` above): `datasets.load_dataset(\"parquet\", data_files="
-            "{\"train\": \"parquet/train.parquet\", ...})`."]
-    if (dataset_dir / "sharegpt" / "dataset_info.json").is_file():
-        load.append("LLaMA-Factory (ShareGPT format): point `dataset_dir` at `sharegpt/` "
-                    "(it holds `dataset_info.json`) "
-                    "and use the datasets " + ", ".join(f"`facellm_{s}`" for s in splits)
-                    + "; ms-swift and TRL read the same JSONL files.")
+            "{\"train\": \"parquet/train.parquet\", ...})`. Both hold the images themselves, so this folder "
+            "can be moved or pushed to the Hub (`facellm data push`) and still train (TRL's `SFTTrainer` takes "
+            "`messages` + `images` as they are)."]
+    if (dataset_dir / "dataset_info.json").is_file():
+        load.append("LLaMA-Factory (ShareGPT format): `--dataset_dir` this folder (it holds `dataset_info.json`; "
+                    "image paths are relative to it) and `--dataset` " + ", ".join(f"`facellm_{s}`" for s in splits)
+                    + ". ms-swift reads `sharegpt/<split>.jsonl` with image paths resolved from its working "
+                    "directory: run it from this folder, or export with `facellm data export DIR --absolute-paths`.")
     if (dataset_dir / "llava").is_dir():
         load.append("LLaVA: `llava/<split>.json`, with `--image_folder` set to this folder.")
     parts.append("\n\n".join(load))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from data_pipeline.sources import SOURCES
+from data_pipeline.sources import ALIGNED_MODES, SOURCES
 from data_pipeline.templates import KINDS
 from facellm.config import Config, ConfigError
 from facellm.errors import FacellmError
@@ -33,7 +33,7 @@ FLAGS = {
     "teacher-concurrency": "teacher.concurrency", "teacher-timeout": "teacher.timeout",
     "teacher-retries": "teacher.retries",
     "min-face": "faces.min_face", "max-faces": "faces.max_faces", "multi-face": "faces.multi_face",
-    "min-blur": "faces.min_blur", "dedupe": "faces.dedupe",
+    "min-blur": "faces.min_blur", "dedupe": "faces.dedupe", "aligned": "faces.aligned",
     "n": "synthetic.n", "image-size": "synthetic.image_size", "scene-faces": "synthetic.scene_faces",
     "lighting": "synthetic.lighting", "blur": "synthetic.blur", "occlusion": "synthetic.occlusion",
     "workers": "compute.workers", "ray": "compute.ray",
@@ -64,6 +64,8 @@ class FaceSettings:  # real sources
     multi_face: str = "skip"  # skip | each
     min_blur: float = 0.0  # Laplacian variance of the face crop; 0 keeps all
     dedupe: int = -1  # reject crops within this many bits of an earlier one's 64-bit pHash; -1 keeps all
+    aligned: str = "auto"  # images are aligned face crops: auto (as the source's layout says: RAF-DB aligned,
+    # CelebA img_align_celeba, UTKFace chips) | yes (any folder of face crops) | no
 
 
 @dataclass
@@ -114,6 +116,9 @@ class DataBuildConfig(Config):
             raise ConfigError(f"val_size {self.val_size}, test_size {self.test_size}: expected sizes >= 0")
         if self.faces.multi_face not in ("skip", "each"):
             raise ConfigError(f"faces.multi_face {self.faces.multi_face!r}: expected skip or each")
+        if self.faces.aligned not in ALIGNED_MODES:
+            raise ConfigError(f"faces.aligned {self.faces.aligned!r} (--aligned): expected one of "
+                              f"{', '.join(ALIGNED_MODES)}")
         if self.teacher.url and not self.teacher.model:
             raise ConfigError("teacher.url needs teacher.model (--teacher-model: the model name the endpoint serves)")
         # the options' own checks (template kinds, lighting, ranges, workers), before anything is written
@@ -179,5 +184,6 @@ def ingest_config(cfg: DataBuildConfig) -> IngestConfig:
     return IngestConfig(source=cfg.source, root=Path(cfg.root), out=Path(cfg.out),
                         labels=Path(cfg.labels) if cfg.labels else None, columns=dict(cfg.columns),
                         min_face=f.min_face, max_faces=f.max_faces, multi_face=f.multi_face, min_blur=f.min_blur,
+                        aligned=f.aligned,
                         val_size=cfg.val_size, test_size=cfg.test_size, seed=cfg.seed, dedupe=f.dedupe,
                         templates=template_options(cfg), fanout=fanout(cfg))

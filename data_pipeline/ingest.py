@@ -4,18 +4,26 @@ Per image: open it (orientation fixed, RGB), find faces and cues, apply the
 filters, crop each kept face with a margin and save its 468 landmarks. Every
 image ends as faces or as a reject with its reason.
 
+Aligned face crops (``faces.aligned``: what the source's layout says, or yes/no
+for every image) get a second look where the full-range detector finds no face:
+the short-range detector, then the face mesh on the whole image
+(:meth:`facellm.faces.FaceAnalyzer.analyze`).
+
 The expensive part is journalled: one JSON line per finished image in
 ``DIR/journal.jsonl`` (a torn last line is ignored), so an interrupted build
-continues where it stopped, with no duplicate and no lost work. QA (templates,
-teacher through its on-disk cache), validation, exports and ``DIR/rejects.jsonl``
-are derived from the journal at the end (:mod:`data_pipeline.assemble`).
+continues where it stopped, with no duplicate and no lost work. An entry records
+whether its image was treated as aligned; one made the other way is redone. QA
+(templates, teacher through its on-disk cache), validation, exports and
+``DIR/rejects.jsonl`` are derived from the journal at the end
+(:mod:`data_pipeline.assemble`).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import functools
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_pipeline.assemble import SPLITS, FaceEntry, write_dataset
-from data_pipeline.sources import DatasetImages, SourceItem, read_source
+from data_pipeline.sources import ALIGNED_MODES, DatasetImages, SourceItem, read_source
 from data_pipeline.templates import TemplateOptions, pose_from_cues
 from facellm.atomic import atomic_open, atomic_path
 from facellm.errors import FacellmError
@@ -43,6 +51,7 @@ class IngestConfig:
     max_faces: int = 1  # images with more faces: skipped, or one record set per face with multi_face="each"
     multi_face: str = "skip"  # skip | each
     min_blur: float = 0.0  # Laplacian variance of the face crop; 0 keeps all
+    aligned: str = "auto"  # images are aligned face crops: auto (as the source's layout says) | yes | no
     crop_margin: float = CROP_MARGIN  # added on every side, as a fraction of the face box
     val_size: float = 0.05  # where the source has no split of its own: fraction of images (or identities)
     test_size: float = 0.05
@@ -61,7 +70,19 @@ def _safe(key: str) -> str:
     return "".join(c if c.isalnum() or c in "-." else "_" for c in key)
 
 
-JOURNAL_VERSION = 2  # entries of other versions are redone
+JOURNAL_VERSION = 3  # entries of other versions are redone; v3 added "aligned" (and each face's "found_by")
+NO_FACE = "no face found"
+NO_FACE_ALIGNED = f"{NO_FACE} (aligned crop: neither detector nor the face mesh on the whole image sees one)"
+
+
+def aligned_of(item: SourceItem, cfg: IngestConfig) -> bool:
+    """Whether the item's image is treated as an aligned face crop."""
+    return item.aligned if cfg.aligned == "auto" else cfg.aligned == "yes"
+
+
+def _current(entry: dict | None, aligned: bool) -> bool:
+    """Whether a journal entry holds the detection this build would make (an entry of the other mode: no)."""
+    return entry is not None and entry["aligned"] == aligned
 
 
 class Ingest:
@@ -91,20 +112,21 @@ class Ingest:
             with atomic_open(self.cfg.out / f"{stem}.landmarks.npy", "wb") as f:
                 np.save(f, points)
             info["landmarks"] = f"{stem}.landmarks.npy"
-        return {"n": n, "image": f"{stem}.jpg", "face": info}
+        return {"n": n, "image": f"{stem}.jpg", "face": info, "found_by": face.found_by}
 
     def process(self, item: SourceItem) -> dict:
         """Journal entry: every face found (filters and labels are applied later, so changing them needs no
         new detection), or why the image gave none."""
-        entry = {"v": JOURNAL_VERSION, "key": item.key, "faces": [], "error": None}
+        aligned = aligned_of(item, self.cfg)
+        entry = {"v": JOURNAL_VERSION, "key": item.key, "aligned": aligned, "faces": [], "error": None}
         try:
             image = (load_image(item.image) if item.row is None
                      else load_image_bytes(self.dataset_images(*item.row), item.name))
         except ImageError as e:
             return {**entry, "error": f"image: {e}"}
-        faces = self.analyzer.analyze(image)
+        faces = self.analyzer.analyze(image, aligned=aligned)
         if not faces:
-            return {**entry, "error": "no face found"}
+            return {**entry, "error": NO_FACE_ALIGNED if aligned else NO_FACE}
         return {**entry, "faces": [self.crop(item, image, f, n if len(faces) > 1 else None)
                                    for n, f in enumerate(faces)]}
 
@@ -148,8 +170,10 @@ def _read_journal(path: Path) -> dict[str, dict]:
                 entry = json.loads(line)
             except json.JSONDecodeError:
                 continue  # the line a killed run was writing
+            if entry.get("v") == 2:  # made before aligned crops had a mode: all by the full-range detector
+                entry = {**entry, "v": JOURNAL_VERSION, "aligned": False}
             if entry.get("v") == JOURNAL_VERSION:
-                done[entry["key"]] = entry
+                done[entry["key"]] = entry  # a later line (a redo in the other mode) replaces an earlier one
     return done
 
 
@@ -159,18 +183,21 @@ def ingest(cfg: IngestConfig, teacher=None) -> dict:
                            "fractions of the images in [0, 1), applied where the dataset has no split of its own")
     if cfg.multi_face not in ("skip", "each"):
         raise FacellmError(f"multi_face {cfg.multi_face!r}: expected skip or each")
+    if cfg.aligned not in ALIGNED_MODES:
+        raise FacellmError(f"aligned {cfg.aligned!r}: expected one of {', '.join(ALIGNED_MODES)}")
     items = list(read_source(cfg.source, cfg.root, cfg.labels, cfg.columns))
     cfg.out.mkdir(parents=True, exist_ok=True)
     journal_path = cfg.out / "journal.jsonl"
     done = _read_journal(journal_path)
-    todo = [item for item in items if item.key not in done and not item.problems]  # bad labels: no detection
+    todo = [item for item in items  # bad labels: no detection
+            if not item.problems and not _current(done.get(item.key), aligned_of(item, cfg))]
     if todo:
         with journal_path.open("a", encoding="utf-8") as journal:
             if journal.tell() and not journal_path.read_bytes().endswith(b"\n"):
                 journal.write("\n")  # end a torn line so the next entry starts clean
             results = fan_out(functools.partial(Ingest, cfg), todo, cfg.fanout)
             for item, entry in tqdm(results, total=len(todo), desc=f"{cfg.source} images", unit="img"):
-                if item.key in done:
+                if _current(done.get(item.key), entry["aligned"]):
                     continue  # a batch Ray ran twice (its actor died after finishing it): journalled once
                 journal.write(json.dumps(entry, ensure_ascii=False) + "\n")
                 journal.flush()
@@ -188,8 +215,13 @@ def ingest(cfg: IngestConfig, teacher=None) -> dict:
     if not faces:
         with atomic_open(cfg.out / "rejects.jsonl") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects)
-        raise FacellmError(f"{cfg.root}: no image gave a face; reasons in {cfg.out / 'rejects.jsonl'}")
-    manifest = {"source": cfg.source, "root": str(cfg.root), "images": len(items), "rejected": len(rejects)}
+        hint = ("; for face crops that fill the frame pass --aligned" if any(r["reason"] == NO_FACE for r in rejects)
+                else "")
+        raise FacellmError(f"{cfg.root}: no image gave a face; reasons in {cfg.out / 'rejects.jsonl'}{hint}")
+    found = [f for item in items for f in done.get(item.key, {}).get("faces", ())]  # before the filters
+    found_by = Counter(f.get("found_by", "full_range") for f in found)  # v2 entries: full range alone
+    manifest = {"source": cfg.source, "root": str(cfg.root), "images": len(items), "rejected": len(rejects),
+                "faces_found_by": dict(sorted(found_by.items()))}
     return write_dataset(cfg.out, faces, cfg.templates, cfg.seed, rejects, manifest, teacher)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from data_pipeline.phash import DEFAULT_HASH_SIZE, close_pairs, image_hashes, pack_bits, same_pixels
 from facellm.errors import FacellmError
 from facellm.facexbench_format import read_task
-from facellm.records import open_dataset
+from facellm.records import image_paths_column, open_dataset
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,9 @@ def dataset_images(dataset_dir: str | Path) -> dict[str, list[tuple[str, str]]]:
     FacellmError when ``dataset_dir`` holds no dataset (see :func:`facellm.records.open_dataset`)."""
     images: dict[str, list[tuple[str, str]]] = {}
     for split, ds in open_dataset(dataset_dir).items():
-        columns = ds.select_columns(["id", "images"]).to_dict()
-        for record_id, paths in zip(columns["id"], columns["images"]):
+        paths_column = image_paths_column(ds)
+        columns = ds.select_columns(["id", paths_column]).to_dict()
+        for record_id, paths in zip(columns["id"], columns[paths_column]):
             for rel in paths:
                 images.setdefault(rel, []).append((split, record_id))
     return images

@@ -2,6 +2,10 @@
 
 Each reader yields :class:`SourceItem` s; a value the schema cannot hold becomes a
 ``problem`` on the item (the build rejects it with that reason), never a guess.
+
+Each reader also says whether its layout holds aligned face crops (``SourceItem.aligned``): images that are
+one face filling the frame, which the full-range face detector misses (see :mod:`facellm.faces`). With
+``faces.aligned: auto`` the build trusts that; ``yes``/``no`` override it for every image.
 """
 
 from __future__ import annotations
@@ -28,12 +32,15 @@ class SourceItem:
     row: tuple[str, int] | None = None  # (split, row) of an image held inside a datasets source: read by the
     # worker that needs it (DatasetImages), so a million-image build never holds them all in memory
     age_years: float | None = None  # exact age where the dataset records one (labels hold its FairFace bin)
+    aligned: bool = False  # the layout holds this image as an aligned face crop (one face filling the frame)
 
     @property
     def name(self) -> str:
         """How rejects and errors name the input."""
         return str(self.image) if self.row is None else f"{self.source}:{self.key}"
 
+
+ALIGNED_MODES = ("auto", "yes", "no")  # faces.aligned: the layout says (SourceItem.aligned), or every image is / isn't
 
 SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation", "valid": "validation",
                "dev": "validation", "test": "test"}
@@ -63,7 +70,10 @@ FAIRFACE_CSV = {"train": "fairface_label_train.csv", "validation": "fairface_lab
 
 
 def read_fairface(root: Path) -> Iterator[SourceItem]:
-    """``fairface_label_{train,val}.csv`` (file,age,gender,race,service_test) beside ``train/``, ``val/``."""
+    """``fairface_label_{train,val}.csv`` (file,age,gender,race,service_test) beside ``train/``, ``val/``.
+
+    Not aligned: FairFace's images are face-centred crops with 25 % or 125 % of the face box as margin
+    (its "padding"), which the full-range detector finds (it finds crops with 0-50 % margin)."""
     found = [(split, root / name) for split, name in FAIRFACE_CSV.items() if (root / name).is_file()]
     if not found:
         raise FacellmError(f"{root}: no {' or '.join(FAIRFACE_CSV.values())}; is this a FairFace folder?")
@@ -84,8 +94,12 @@ UTK_GENDER = {"0": "male", "1": "female"}
 UTK_RACE = {"0": "White", "1": "Black", "3": "Indian"}
 
 
+UTK_CHIP = ".chip.jpg"  # UTKFace's "Aligned&Cropped Faces" (200x200); its in-the-wild photos end in plain .jpg
+
+
 def read_utkface(root: Path) -> Iterator[SourceItem]:
-    """Images named ``age_gender_race_date.jpg[.chip.jpg]``: labels in the file name."""
+    """Images named ``age_gender_race_date.jpg[.chip.jpg]``: labels in the file name. The ``.chip.jpg`` ones
+    are aligned face crops, the others in-the-wild photos."""
     files = sorted(p for p in _require(root, "a UTKFace folder").rglob("*") if p.suffix.lower() in (".jpg", ".png"))
     for path in files:
         parts = path.name.split("_")
@@ -100,7 +114,8 @@ def read_utkface(root: Path) -> Iterator[SourceItem]:
             elif parts[2] not in ("2", "4"):
                 problems.append(f"race code {parts[2]!r} is not one of 0-4")
         yield SourceItem("utkface", str(path.relative_to(root)), path, labels, None, problems,
-                         age_years=float(parts[0]) if "age" in labels else None)
+                         age_years=float(parts[0]) if "age" in labels else None,
+                         aligned=path.name.endswith(UTK_CHIP))
 
 
 # ----------------------------------------------------------------------------- CelebA
@@ -118,7 +133,7 @@ def _two_columns(path: Path) -> dict[str, str]:
 
 def read_celeba(root: Path) -> Iterator[SourceItem]:
     """``list_attr_celeba.txt`` (40 attributes, 1/-1), ``list_eval_partition.txt``, ``identity_CelebA.txt``,
-    ``img_align_celeba/``."""
+    ``img_align_celeba/``: aligned (178x218, the eyes at fixed points, the face filling the middle)."""
     attr_lines = _require(root / "list_attr_celeba.txt", "CelebA's list_attr_celeba.txt").read_text().split("\n")
     names = attr_lines[1].split()
     partition = _two_columns(root / "list_eval_partition.txt")
@@ -140,7 +155,7 @@ def read_celeba(root: Path) -> Iterator[SourceItem]:
             if len(hair) == 1:  # none or several: the colour is not known
                 labels["hair_color"] = hair[0]
         yield SourceItem("celeba", file, root / "img_align_celeba" / file, labels,
-                         CELEBA_SPLIT.get(partition.get(file, "")), problems, identity.get(file))
+                         CELEBA_SPLIT.get(partition.get(file, "")), problems, identity.get(file), aligned=True)
 
 
 # ----------------------------------------------------------------------------- RAF-DB
@@ -150,7 +165,8 @@ RAFDB_EMOTION = {"1": "surprised", "2": "fearful", "3": "disgusted", "4": "happy
 
 
 def read_rafdb(root: Path) -> Iterator[SourceItem]:
-    """RAF-DB basic: ``EmoLabel/list_patition_label.txt`` (name label 1-7), ``Image/aligned/<stem>_aligned.jpg``."""
+    """RAF-DB basic: ``EmoLabel/list_patition_label.txt`` (name label 1-7), ``Image/aligned/<stem>_aligned.jpg``
+    (100x100, aligned by the eyes, the face filling the frame: aligned), else ``Image/original/<name>`` (not)."""
     labels_file = _require(root / "EmoLabel" / "list_patition_label.txt", "RAF-DB's EmoLabel/list_patition_label.txt")
     for line in labels_file.read_text().splitlines():
         if not line.strip():
@@ -163,13 +179,14 @@ def read_rafdb(root: Path) -> Iterator[SourceItem]:
         labels, problems = {}, []
         _label(labels, problems, "expression", code, RAFDB_EMOTION)
         split = "train" if name.startswith("train") else "test" if name.startswith("test") else None
-        yield SourceItem("rafdb", name, image, labels, split, problems)
+        yield SourceItem("rafdb", name, image, labels, split, problems, aligned=image.parent.name == "aligned")
 
 
 # ----------------------------------------------------------------------------- folder + labels file
 
 def read_folder(root: Path, labels_file: Path) -> Iterator[SourceItem]:
-    """Any image folder with a CSV (header ``file,<attribute>...[,split][,identity]``) or JSONL (same keys)."""
+    """Any image folder with a CSV (header ``file,<attribute>...[,split][,identity]``) or JSONL (same keys).
+    Its layout says nothing about alignment: for a folder of face crops (AffectNet-style) pass ``--aligned``."""
     _require(labels_file, "a CSV or JSONL labels file")
     if labels_file.suffix == ".jsonl":
         rows = []
@@ -238,7 +255,9 @@ def _load_hf(root: Path):
 def read_hf(root: Path, columns: dict[str, str] | None = None) -> Iterator[SourceItem]:
     """A ``datasets`` dataset on disk: ``save_to_disk`` folder, Parquet file(s) or an imagefolder with
     metadata.csv/jsonl. ``columns`` maps roles (image, identity, split, or a schema attribute) to column
-    names; unmapped attributes are looked up under their own names. Class-label columns give their names."""
+    names; unmapped attributes are looked up under their own names. Class-label columns give their names.
+    Not aligned unless ``--aligned`` says so (an imagefolder of AffectNet-style class folders of face crops:
+    ``--columns expression=label --aligned``)."""
     from datasets import ClassLabel, Image
 
     _require(root, "a datasets folder, a Parquet file or an imagefolder")

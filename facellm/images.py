@@ -45,8 +45,11 @@ def _eight_bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(values / top * 255, 0, 255).round().astype(np.uint8), "L")
 
 
-def load_image(ref: str | Path, base_dir: str | Path | None = None) -> Image.Image:
-    """An RGB PIL image from a file path (relative to ``base_dir``) or a ``data:image/...;base64,`` URL."""
+def load_image(ref: str | Path | bytes, base_dir: str | Path | None = None) -> Image.Image:
+    """An RGB PIL image from a file path (relative to ``base_dir``), a ``data:image/...;base64,`` URL or the
+    encoded bytes of an image (a dataset's embedded image)."""
+    if isinstance(ref, bytes):
+        return load_image_bytes(ref, "embedded image")
     ref_s = str(ref)
     if ref_s.startswith("data:"):
         header, _, payload = ref_s.partition(",")
@@ -63,6 +66,12 @@ def load_image(ref: str | Path, base_dir: str | Path | None = None) -> Image.Ima
     if not path.is_file():
         raise ImageError(f"{path}: no such image file")
     return _open(path, str(path))
+
+
+def image_size(ref: str | Path | bytes, base_dir: str | Path | None = None) -> tuple[int, int]:
+    """(width, height) of a file path (relative to ``base_dir``) or encoded bytes, from the header only."""
+    with Image.open(io.BytesIO(ref) if isinstance(ref, bytes) else Path(base_dir or "", ref)) as img:
+        return img.size
 
 
 def load_image_bytes(data: bytes, name: str) -> Image.Image:

@@ -139,6 +139,10 @@ def _in_processes(make_worker, batches: list[list], workers: int) -> Iterator[tu
                     if (nxt := next(queue, None)) is not None:
                         pending[pool.submit(_run_batch, batches[nxt])] = nxt
         except BrokenProcessPool:
+            if len(todo) == len(batches):  # not one batch came back: the processes could not start
+                raise FacellmError("worker processes could not start (their error is above; a script that calls "
+                                   "facellm must do so under `if __name__ == \"__main__\":`, as processes are "
+                                   "spawned); --workers 1 runs in this process") from None
             for n in pending.values():
                 deaths[n] += 1
                 if deaths[n] > RETRIES:

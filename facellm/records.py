@@ -118,16 +118,33 @@ def split_fingerprints(data_dir: str | Path) -> dict[str, str | None]:
 
 
 def load_split(data_dir: str | Path, split: str) -> list[dict]:
-    """Records of one split of a dataset directory written by ``facellm data build``."""
+    """Records of one split of a dataset directory written by ``facellm data build``; ``images`` are the
+    paths of the image files relative to the directory (the embedded bytes stay on disk)."""
     ds = open_dataset(data_dir)
     if split not in ds:
         raise FacellmError(f"{data_dir}: no split {split!r} (has {', '.join(ds)})")
-    return [_without_nulls(r) for r in ds[split].to_list()]
+    return _records(ds[split])
 
 
 def load_splits(data_dir: str | Path) -> dict[str, list[dict]]:
     """Every split of a dataset directory."""
-    return {split: [_without_nulls(r) for r in part.to_list()] for split, part in open_dataset(data_dir).items()}
+    return {split: _records(part) for split, part in open_dataset(data_dir).items()}
+
+
+def image_paths_column(part) -> str:
+    """The column of a split that holds the records' image paths: ``image_files`` beside the embedded
+    ``images``, or ``images`` itself in a dataset built before images were embedded."""
+    return "image_files" if "image_files" in part.column_names else "images"
+
+
+def _records(part) -> list[dict]:
+    """Records with ``images`` as paths; the embedded images' bytes are not read."""
+    if image_paths_column(part) == "images":
+        return [_without_nulls(r) for r in part.to_list()]
+    records = part.remove_columns("images").to_list()
+    for record in records:
+        record["images"] = record.pop("image_files")
+    return [_without_nulls(r) for r in records]
 
 
 def _without_nulls(record: dict) -> dict:

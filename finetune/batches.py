@@ -20,6 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from facellm.errors import FacellmError
+from facellm.images import image_size
 from finetune.collator import ChatCollator
 
 
@@ -41,10 +42,9 @@ class Preflight:
 def preflight(chats: list[dict], collator: ChatCollator, image_root: Path) -> Preflight:
     tokenizer, sizes, per_size = collator.tokenizer, {}, {}
     for chat in chats:
-        for path in chat["images"]:
+        for path in chat["images"]:  # paths relative to image_root, absolute paths or embedded bytes
             if path not in sizes:
-                with Image.open(image_root / path) as im:  # the header only: no decode
-                    sizes[path] = im.size
+                sizes[path] = image_size(path, image_root)  # the header only: no decode
     for size in set(sizes.values()):
         probe = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "x"}]}]
         text = collator.render(probe)

@@ -8,13 +8,7 @@ from pathlib import Path
 
 from facellm.atomic import write_text_atomic
 from facellm.families import Family
-from facellm.records import read_manifest, split_fingerprints
 from finetune.config import TrainConfig
-
-
-def dataset_fingerprint(data: Path) -> dict:
-    """datasets' fingerprint of each split plus the build manifest: what exactly was trained on."""
-    return {"splits": split_fingerprints(data), "manifest": read_manifest(data)}
 
 
 def model_card(cfg: TrainConfig, summary: dict, fam: Family, base: str) -> str:
@@ -56,8 +50,10 @@ are perceptions; check per-group accuracy (`facellm eval`) before relying on it.
 """
 
 
-def write_run_files(saved: Path, cfg: TrainConfig, summary: dict, fam: Family) -> None:
-    info = {"config": cfg.to_dict(), "dataset": dataset_fingerprint(Path(cfg.data)), "metrics": summary,
+def write_run_files(saved: Path, cfg: TrainConfig, summary: dict, fam: Family, dataset: dict) -> None:
+    """``dataset``: what exactly was trained on (``ChatData.fingerprint``: datasets' fingerprint of each split
+    plus the build manifest for a facellm dataset directory, digests of the files read for other layouts)."""
+    info = {"config": cfg.to_dict(), "dataset": dataset, "metrics": summary,
             "family": fam.model_type, "base_model": cfg.model}
     # merge and serving read the pixel budget and lengths from facellm_train.json: never half of it
     write_text_atomic(saved / "facellm_train.json", json.dumps(info, indent=2, default=str))

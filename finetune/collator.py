@@ -32,15 +32,21 @@ def group_by_image(records: list[dict], rng: random.Random) -> list[dict]:
     """One multi-turn chat per image: the vision tower encodes each image once.
 
     Attribute questions come in random order; a description, which restates
-    every attribute, goes last so that no answer can be copied from it.
+    every attribute, goes last so that no answer can be copied from it. Only
+    records that are one question about their images and its answer are
+    grouped (all of facellm's); other chats (text only, a system turn, several
+    turns: data from elsewhere) stay as they are.
     """
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in records:
-        groups[tuple(r["images"])].append(r)
+    groups: dict[tuple | int, list[dict]] = defaultdict(list)
+    for i, r in enumerate(records):
+        groups[tuple(r["images"]) if _one_question(r) else i].append(r)
     chats = []
     for images, group in groups.items():
+        if not isinstance(images, tuple):
+            chats.append(group[0])
+            continue
         rng.shuffle(group)
-        group.sort(key=lambda r: r["category"] == "description")
+        group.sort(key=lambda r: r.get("category") == "description")
         messages = []
         for i, r in enumerate(group):
             user, *rest = r["messages"]
@@ -49,6 +55,13 @@ def group_by_image(records: list[dict], rng: random.Random) -> list[dict]:
             messages += [user, *rest]
         chats.append({"id": group[0]["id"].split("#")[0], "images": list(images), "messages": messages})
     return chats
+
+
+def _one_question(record: dict) -> bool:
+    """A user turn holding all of the record's images, then the answer."""
+    messages = record["messages"]
+    return (bool(record["images"]) and [m["role"] for m in messages] == ["user", "assistant"]
+            and sum(p["type"] == "image" for p in messages[0]["content"]) == len(record["images"]))
 
 
 def strip_nulls(messages: list[dict]) -> list[dict]:

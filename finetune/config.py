@@ -26,7 +26,13 @@ class TrainConfig(Config):
     EXCLUSIVE = (("max_steps", "epochs"),)
 
     model: str = ""  # model directory (hub layout)
-    data: str = ""  # dataset directory written by `facellm data build`
+    # what trains: a dataset directory written by `facellm data build`, or a chat dataset on disk in another
+    # tool's layout (datasets save_to_disk or Parquet in TRL's messages + images convention, LLaMA-Factory's
+    # dataset_info.json with ShareGPT files, LLaVA JSON: finetune/chat_data.py)
+    data: str = ""
+    image_folder: str | None = None  # relative image paths start here (LLaVA's --image_folder, LLaMA-Factory's
+    # media_dir); default: the data's own folder
+    data_name: str | None = None  # which dataset of a dataset_info.json trains (default: the one named *train)
     output: str = "runs/train"
     method: str = "lora"  # lora | qlora (4-bit base, CUDA + bitsandbytes) | full
     lora: LoraSettings = field(default_factory=LoraSettings)

@@ -25,10 +25,10 @@ from facellm.eval.attributes import prompt_messages, question_records, score
 from facellm.generation import GenerationRequest, generate
 from facellm.images import load_image
 from facellm.modeling import load_model, load_processor, model_family
-from facellm.records import load_split
 from finetune import checkpoint
 from finetune.batches import ShuffledBatches, check_max_length, preflight, training_steps
 from finetune.card import write_run_files
+from finetune.chat_data import read_chats
 from finetune.collator import IGNORE, ChatCollator, group_by_image
 from finetune.config import DEFAULT_MAX_STEPS, TrainConfig
 from finetune.method import apply_method, quantization_config
@@ -49,6 +49,26 @@ def validation_accuracy(model, processor, records: list[dict], image_root: Path,
         answers += [g.text for g in generate(model, processor, requests)]
     model.train()
     return score(records, answers)
+
+
+def _data_info(source, val_records: list[dict], out: Path, main: bool) -> dict:
+    """What the run reads from its data (log step 0, summary.json): layout, rows, rejects (written to
+    OUT/data_rejects.jsonl, one JSON line per skipped row with its reason) and why validation is skipped."""
+    info = source.summary()
+    if source.layout != "facellm":  # facellm's own records were checked when built
+        info["rejects"] = str(out / "data_rejects.jsonl")
+        if main:
+            write_text_atomic(out / "data_rejects.jsonl", "".join(json.dumps(r) + "\n" for r in source.rejects))
+        if not val_records:
+            info["validation_note"] = ("validation accuracy skipped: " + (
+                "no validation split" if not source.validation else
+                "its rows carry no facellm labels (category, labels) to score"))
+    if main:
+        skipped = f"{info['rejected']} skipped" + (f" (reasons in {info['rejects']})" if info["rejected"] else "")
+        print(f"data: {info['layout']} {info['path']}: {info['rows']} rows, {info['train_rows']} train and "
+              f"{info['validation_rows']} validation used, {skipped}"
+              + (f"; {info['validation_note']}" if "validation_note" in info else ""), flush=True)
+    return info
 
 
 def answer_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -129,13 +149,19 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     from accelerate.utils import DistributedType, set_seed
     from transformers import get_scheduler
 
-    out, data = Path(cfg.output), Path(cfg.data)
+    out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
     accelerator = _accelerator(cfg, out)
     rank, world = accelerator.process_index, accelerator.num_processes
+    main = accelerator.is_main_process  # the one process that reads and writes the run's files
+    # the data, in any layout finetune.chat_data reads, before the model: a bad path fails at once
+    source = read_chats(cfg.data, cfg.image_folder, cfg.data_name)
+    image_root, train_records = source.image_root, source.train  # facellm: DIR; else absolute paths, bytes
+    val_records = question_records(source.validation)[: cfg.eval_samples]
+    data_info = _data_info(source, val_records, out, main)
 
     # --- model, and what trains
     fam = model_family(cfg.model)
@@ -147,14 +173,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     total = sum(p.numel() for p in model.parameters())
 
     # --- data: one chat per image, measured before the first step
-    train_records = load_split(data, "train")
-    val_records = question_records(load_split(data, "validation"))[: cfg.eval_samples]
     chats = group_by_image(train_records, random.Random(cfg.seed)) if cfg.group_by_image else train_records
     if len(chats) < cfg.batch_size:
-        raise FacellmError(f"{data}: {len(chats)} training examples, fewer than batch_size {cfg.batch_size}")
-    collator = ChatCollator(processor, data, family=fam)
+        raise FacellmError(f"{cfg.data}: {len(chats)} training examples, fewer than batch_size {cfg.batch_size}")
+    collator = ChatCollator(processor, image_root, family=fam)
     preflight_start = time.perf_counter()
-    report = preflight(chats, collator, data)
+    report = preflight(chats, collator, image_root)
     preflight_s = time.perf_counter() - preflight_start
     check_max_length(report, chats, cfg.max_length)
     chats_per_step = cfg.batch_size * cfg.grad_accum
@@ -179,7 +203,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     model.train()
 
     # --- logging: log.jsonl (kept up to the resumed step), trackers, progress bar
-    main = accelerator.is_main_process  # the one process that reads and writes the run's files
     kept = main and resume and (out / "log.jsonl").is_file()
     log: list[dict] = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()
                        if json.loads(line)["step"] <= start] if kept else []
@@ -201,9 +224,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         result = None
         if sharded:  # every rank holds a shard of the weights: all generate the same answers together
             with _unsharded_root(model):
-                result = validation_accuracy(accelerator.unwrap_model(model), processor, val_records, data)
+                result = validation_accuracy(accelerator.unwrap_model(model), processor, val_records, image_root)
         elif main:
-            result = validation_accuracy(accelerator.unwrap_model(model), processor, val_records, data)
+            result = validation_accuracy(accelerator.unwrap_model(model), processor, val_records, image_root)
         if main:
             record({"step": step, "val_accuracy": result["mean_accuracy"],
                     "val_per_attribute": {a: v["accuracy"] for a, v in result["attributes"].items()}})
@@ -214,7 +237,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         record({"step": 0, "config": cfg.to_dict(), "trainable_parameters": trainable, "parameters": total,
                 "train_examples": len(chats), "world_size": world,
                 "distributed_type": accelerator.distributed_type.value, "steps": steps,
-                "epochs": epochs,
+                "epochs": epochs, "data": data_info,
                 "preflight": {**report.summary(chats), "seconds": round(preflight_s, 3)}})
     batches = ShuffledBatches(chats, cfg.batch_size, cfg.seed, collator,
                               report.lengths if cfg.group_by_length else None, start * cfg.grad_accum, rank, world)
@@ -270,14 +293,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         log_file.close()
         plot_curves(log, out / "curves.png")
         summary = {"output": str(out), "steps": steps,
-                   "epochs": epochs, "train_examples": len(chats),
+                   "epochs": epochs, "train_examples": len(chats), "data": data_info,
                    "final_loss": next(r["loss"] for r in reversed(log) if "loss" in r),
                    "validation": None if final is None else {a: v["accuracy"] for a, v in final["attributes"].items()},
                    "trainable_parameters": trainable, "world_size": world,
                    "distributed_type": accelerator.distributed_type.value,  # NO, MULTI_CPU, MULTI_GPU, FSDP, ...
                    "longest_tokens": report.longest()}  # serving sizes its context from this
         write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
-        write_run_files(saved, cfg, summary, fam)
+        write_run_files(saved, cfg, summary, fam, source.fingerprint)
     if cfg.report_to:
         accelerator.end_training()
     accelerator.wait_for_everyone()

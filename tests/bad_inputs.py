@@ -66,3 +66,15 @@ def bad_images(root):
     save(two_faces(), root / "two.jpg"); cases["two.jpg"] = "2 faces"
     save(crowd(), root / "ten.jpg"); cases["ten.jpg"] = "10 faces"
     return cases
+
+
+ASTRONAUT_FACE = (174.3, 69.8, 279.4, 175.0)  # the full-range detector's own box around her face
+
+
+def tight_crop(inset: float, mirror: bool = False, size: int = 100) -> Image.Image:
+    """The astronaut's face cropped ``inset`` (a fraction of its side) inside the detector's own box, as aligned
+    face sets ship them (RAF-DB's Image/aligned: 100x100), ``size`` px square; ``mirror``: the mirrored photo."""
+    x0, y0, x1, y1 = ASTRONAUT_FACE
+    dx, dy = inset * (x1 - x0), inset * (y1 - y0)
+    crop = ASTRONAUT.crop((round(x0 + dx), round(y0 + dy), round(x1 - dx), round(y1 - dy))).resize((size, size))
+    return ImageOps.mirror(crop) if mirror else crop

@@ -5,6 +5,7 @@ from collections import Counter
 import numpy as np
 import pytest
 from datasets import load_from_disk
+from PIL import Image
 
 from data_pipeline import synthetic
 from data_pipeline.build import BuildConfig, build_synthetic
@@ -80,18 +81,23 @@ def test_dataset_splits_by_image_with_records_in_design_format(dataset_dir):
     assert (dataset_dir / r["images"][0]).is_file()
 
 
-def test_load_from_disk_and_sharegpt_export_round_trip(dataset_dir):
+def test_load_from_disk_embeds_the_images_and_sharegpt_export_round_trips(dataset_dir):
     ds = load_from_disk(str(dataset_dir / "dataset"))
     for split in ("train", "validation", "test"):
-        records = ds[split].to_list()
+        records = load_split(dataset_dir, split)
+        first = ds[split][0]  # the images themselves are inside: PIL images equal to the files
+        assert first["image_files"] == records[0]["images"]
+        assert first["images"][0].tobytes() == Image.open(dataset_dir / records[0]["images"][0]).tobytes()
         lines = (dataset_dir / "sharegpt" / f"{split}.jsonl").read_text().splitlines()
-        parsed = [from_sharegpt(json.loads(line), "..") for line in lines]
+        parsed = [from_sharegpt(json.loads(line)) for line in lines]
         assert parsed == records
         row = json.loads(lines[0])
         assert row["messages"][0]["content"].startswith("<image>")
-        assert (dataset_dir / "sharegpt" / row["images"][0]).resolve().is_file()
-    info = json.loads((dataset_dir / "sharegpt" / "dataset_info.json").read_text())
-    assert info["facellm_train"]["formatting"] == "sharegpt"
+        # relative to the folder that holds dataset_info.json (LLaMA-Factory's media_dir), never climbing out
+        assert not row["images"][0].startswith(("..", "/")) and (dataset_dir / row["images"][0]).is_file()
+    info = json.loads((dataset_dir / "dataset_info.json").read_text())
+    assert info["facellm_train"] == {**info["facellm_train"], "formatting": "sharegpt",
+                                     "file_name": "sharegpt/train.jsonl"}
 
 
 def test_parquet_and_llava_exports_hold_the_same_records(dataset_dir):
@@ -100,7 +106,9 @@ def test_parquet_and_llava_exports_hold_the_same_records(dataset_dir):
     for split in ("train", "test"):
         records = load_split(dataset_dir, split)
         parquet = load_dataset("parquet", data_files=str(dataset_dir / "parquet" / f"{split}.parquet"), split="train")
-        assert parquet.to_list() == load_from_disk(str(dataset_dir / "dataset"))[split].to_list()
+        hf = load_from_disk(str(dataset_dir / "dataset"))[split]
+        assert parquet.remove_columns("images").to_list() == hf.remove_columns("images").to_list()
+        assert [im.tobytes() for im in parquet[0]["images"]] == [im.tobytes() for im in hf[0]["images"]]
         llava = json.loads((dataset_dir / "llava" / f"{split}.json").read_text())
         assert [row["id"] for row in llava] == [r["id"] for r in records]
         first, record = llava[0], records[0]

@@ -253,22 +253,20 @@ def test_export_sharegpt_and_llava_elsewhere_round_trips(photo_dir, tmp_path, ca
     other = tmp_path / "exported"
     rc, out, _ = run(capsys, "data", "export", photo_dir, "--formats", "sharegpt,llava", "--out", other)
     assert rc == 0 and "exported sharegpt, llava" in out
-    assert sorted(p.name for p in other.iterdir()) == ["llava", "sharegpt"]
+    assert sorted(p.name for p in other.iterdir()) == ["dataset_info.json", "llava", "sharegpt"]
     splits = load_splits(photo_dir)
     assert set(splits) == {"train", "test"}
-    image_root = os.path.relpath(photo_dir, other / "sharegpt")
-    for split, records in splits.items():
+    for split, records in splits.items():  # written outside the dataset dir: absolute paths, to the same files
         rows = [json.loads(line) for line in (other / "sharegpt" / f"{split}.jsonl").read_text().splitlines()]
         assert len(rows) == len(records)
         for row, record in zip(rows, records):
-            assert len(row["images"]) == 1
-            resolved = (other / "sharegpt" / row["images"][0]).resolve()
-            assert resolved.is_file() and resolved.samefile(photo_dir / record["images"][0])
-        assert [from_sharegpt(row, image_root) for row in rows] == records
+            assert len(row["images"]) == 1 and os.path.isabs(row["images"][0])
+            assert Path(row["images"][0]).samefile(photo_dir / record["images"][0])
+        assert [from_sharegpt(row, str(photo_dir.resolve())) for row in rows] == records
         llava = json.loads((other / "llava" / f"{split}.json").read_text())
         assert [x["id"] for x in llava] == [r["id"] for r in records]
-        assert all((photo_dir / x["image"]).is_file() for x in llava)  # relative to the dataset dir
-    info = json.loads((other / "sharegpt" / "dataset_info.json").read_text())
+        assert all(Path(x["image"]).samefile(photo_dir / r["images"][0]) for x, r in zip(llava, records))
+    info = json.loads((other / "dataset_info.json").read_text())
     assert set(info) == {"facellm_train", "facellm_test"}
 
     rc, _, err = run(capsys, "data", "export", photo_dir, "--formats", "sharegpt,csv", "--out", tmp_path / "o2")

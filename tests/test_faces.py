@@ -78,3 +78,20 @@ def test_two_faces_in_one_image(analyzer, astronaut):
     assert len(faces) == 2
     assert sorted(f.box[0] < 512 for f in faces) == [False, True]
     assert all(f.landmarks is not None and "yaw" in f.cues for f in faces)
+
+
+def test_faces_that_fill_the_frame_are_found_only_when_the_image_is_said_to_be_aligned(analyzer):
+    from bad_inputs import CAT, tight_crop
+
+    for inset, mirror, found_by in ((0.05, False, "short_range"), (0.15, True, "face_mesh")):
+        crop = tight_crop(inset, mirror)  # 100x100, inside the full-range detector's own box
+        assert analyzer.analyze(crop) == []  # the full-range detector misses faces that fill the frame
+        face, = analyzer.analyze(crop, aligned=True)
+        assert face.found_by == found_by and face.landmarks.shape == (468, 3)
+        x0, y0, x1, y1 = face.box
+        assert min(x1 - x0, y1 - y0) >= 80 and 0 <= x0 and x1 <= 100 and 0 <= y0 and y1 <= 100
+        assert abs(face.cues["yaw"]) < 15 and face.cues["smile"] > 0.03 and face.cues["face_width_px"] >= 80
+    cat_face = CAT.crop((100, 20, 300, 220)).resize((100, 100))
+    assert analyzer.short_range(cat_face)  # the short-range model alone takes a cat's face for a person's ...
+    assert analyzer.analyze(cat_face, aligned=True) == []  # ... the face mesh does not
+    assert analyzer.analyze(Image.fromarray(skimage.data.coffee()).resize((100, 100)), aligned=True) == []

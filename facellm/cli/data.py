@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 
 from data_pipeline.config import FLAGS, DataBuildConfig
-from data_pipeline.sources import SOURCES
+from data_pipeline.sources import ALIGNED_MODES, SOURCES
 from facellm.cli.args import existing_dir, output_dir
 from facellm.errors import FacellmError
 
 BUILD_DESCRIPTION = (
-    "Write DIR/dataset (datasets.DatasetDict), DIR/parquet, DIR/sharegpt (+ LLaMA-Factory dataset_info.json), "
+    "Write DIR/dataset (datasets.DatasetDict, images embedded), DIR/parquet, DIR/sharegpt (+ LLaMA-Factory's "
+    "DIR/dataset_info.json), "
     "DIR/llava, DIR/images, DIR/rejects.jsonl, DIR/manifest.json and the dataset card DIR/README.md. Every answer "
     "is checked against the labels and cues; contradictions and identity claims go to rejects.jsonl with the "
     "reason. Resumable: run it again after a crash.")
@@ -109,6 +110,11 @@ def _add_face_args(r) -> None:
     _setting(r, "multi-face", choices=["skip", "each"],
              help="images with more than --max-faces faces: skip them, or one record set per face")
     _setting(r, "min-blur", type=float, help="skip faces blurrier than this Laplacian variance")
+    _setting(r, "aligned", nargs="?", const="yes", choices=list(ALIGNED_MODES),
+             help="the images are aligned face crops (one face filling the frame): where the full-range detector "
+                  "finds none, the short-range one and then the face mesh on the whole image look for it. auto: as "
+                  "the source's layout says (RAF-DB Image/aligned, CelebA img_align_celeba, UTKFace .chip.jpg); "
+                  "--aligned alone: yes")
     _setting(r, "dedupe", type=int, metavar="BITS",
              help="reject face crops within BITS of an earlier one's 64-bit pHash (2-4 catches re-encoded copies); "
                   "-1 keeps all")
@@ -179,12 +185,24 @@ def _add_inspect_parser(data_sub) -> None:
 
 def _add_export_parser(data_sub) -> None:
     e = data_sub.add_parser("export", help="write a dataset dir's records again, in chosen formats",
-                            description="Formats: hf (datasets on disk), parquet, sharegpt (+ dataset_info.json), "
-                                        "llava. Image paths stay relative to the dataset dir.")
+                            description="Formats: hf (datasets on disk) and parquet, both with the images embedded; "
+                                        "sharegpt (+ LLaMA-Factory's dataset_info.json) and llava, with image paths "
+                                        "relative to the dataset dir when written into it, else absolute.")
     e.add_argument("dir", type=existing_dir, help="dataset directory")
     e.add_argument("--formats", default="hf,parquet,sharegpt,llava", help="comma list")
     e.add_argument("--out", type=output_dir, help="where to write (default: the dataset dir)")
+    e.add_argument("--absolute-paths", action="store_true",
+                   help="sharegpt/llava image paths absolute: tools that resolve paths from their working directory "
+                        "(ms-swift, TRL) then read the files from anywhere on this machine")
     e.set_defaults(func=cmd_export)
+    p = data_sub.add_parser("push", help="push a dataset dir to the Hugging Face Hub (images embedded)",
+                            description="Uploads DIR/dataset (every split, images inside) and the dataset card "
+                                        "DIR/README.md to the Hub dataset repo REPO. Needs a token: `hf auth login` "
+                                        "or $HF_TOKEN; $HF_ENDPOINT for a private hub.")
+    p.add_argument("dir", type=existing_dir, help="dataset directory")
+    p.add_argument("repo", help="the Hub dataset repo, e.g. me/face-qa")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.set_defaults(func=cmd_push)
 
 
 def _add_leakage_parser(data_sub) -> None:
@@ -216,8 +234,16 @@ def cmd_export(args) -> None:
     from facellm.records import load_splits
 
     out = Path(args.out or args.dir)
-    export_all(load_splits(args.dir), out, _csv(args.formats), dataset_dir=Path(args.dir))
+    export_all(load_splits(args.dir), out, _csv(args.formats), dataset_dir=Path(args.dir),
+               absolute_paths=args.absolute_paths)
     print(f"exported {', '.join(_csv(args.formats))} of {args.dir} to {out}")
+
+
+def cmd_push(args) -> None:
+    from data_pipeline.export import push_to_hub
+
+    url = push_to_hub(Path(args.dir), args.repo, args.private)
+    print(f"pushed {args.dir} to {url}")
 
 
 def cmd_leakage(args) -> None:

@@ -9,11 +9,22 @@ from facellm.errors import FacellmError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="fine-tune a VLM (LoRA or full) on a dataset dir",
-                       description="Train from a YAML config (see finetune/configs/); flags and --set override it.")
+    p = sub.add_parser("train", help="fine-tune a VLM (LoRA or full) on a facellm dataset or any chat dataset",
+                       description="Train from a YAML config (see finetune/configs/); flags and --set override it. "
+                                   "Rows of a chat dataset that cannot train (missing or undecodable image, image "
+                                   "count not matching the image tags, roles out of order, empty answer) are "
+                                   "skipped into OUTPUT/data_rejects.jsonl with their reason; the run says how many.")
     p.add_argument("config", nargs="?", help="YAML config file")
     p.add_argument("--model", help="model directory")
-    p.add_argument("--data", help="dataset directory")
+    p.add_argument("--data", help="what to train on: a dataset directory from `facellm data build`; a datasets "
+                                  "save_to_disk folder or Parquet file/folder with TRL's messages + images columns; "
+                                  "LLaMA-Factory's dataset_info.json (or its folder) with ShareGPT files (the "
+                                  "entry named *train, or --set data_name=NAME); a LLaVA "
+                                  "JSON (id, image, conversations); a .jsonl of messages + images rows. Folders: "
+                                  "train* trains, validation* validates")
+    p.add_argument("--image-folder", dest="image_folder",
+                   help="where relative image paths of --data start (LLaVA's --image_folder, LLaMA-Factory's "
+                        "media_dir); default: the data's own folder")
     p.add_argument("--output", type=output_dir, help="run directory (adapter/, log.jsonl, curves.png, summary.json)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. --set max_steps=200")
     p.add_argument("--resume", action="store_true",
@@ -36,13 +47,17 @@ def cmd_train(args) -> None:
     from finetune.config import TrainConfig
     from finetune.train import train
 
-    flags = {key: getattr(args, key) for key in ("model", "data", "output") if getattr(args, key)}
+    flags = {key: getattr(args, key) for key in ("model", "data", "output", "image_folder") if getattr(args, key)}
     cfg = TrainConfig.from_yaml(args.config, args.set or (), flags)
     for key in ("model", "data"):
         if not getattr(cfg, key):
             raise FacellmError(f"no {key} given: set `{key}:` in the config or pass --{key}")
-        if not Path(getattr(cfg, key)).is_dir() and not (key == "model" and is_hub_id(cfg.model)):
-            raise FacellmError(f"{getattr(cfg, key)}: no such {key} directory")
+    if not Path(cfg.model).is_dir() and not is_hub_id(cfg.model):
+        raise FacellmError(f"{cfg.model}: no such model directory")
+    if not Path(cfg.data).exists():  # a directory or a file (finetune/chat_data.py tells the layout)
+        raise FacellmError(f"{cfg.data}: no such data directory or file")
+    if cfg.image_folder and not Path(cfg.image_folder).is_dir():
+        raise FacellmError(f"{cfg.image_folder}: no such image folder")
     summary = train(cfg, resume=args.resume)
     if summary is not None:  # the main process of a multi-process run, or the only one
         print(f"saved in {summary['output']}; validation accuracy: {summary['validation']}")
