@@ -46,7 +46,12 @@ def sft_prompt_and_losses(dataset, model_dir, out) -> tuple[str, list[float]]:
                              processing_class=processor)
     batch = trainer.data_collator([trainer.train_dataset[0]])
     prompt = processor.tokenizer.decode(batch["input_ids"][0])
-    trainer.train()
+    try:
+        trainer.train()
+    finally:  # the Trainer leaves accelerate's process-wide state set up its way; later tests train facellm's way
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
     return prompt, [h["loss"] for h in trainer.state.log_history if "loss" in h]
 
 
