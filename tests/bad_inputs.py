@@ -78,3 +78,53 @@ def tight_crop(inset: float, mirror: bool = False, size: int = 100) -> Image.Ima
     dx, dy = inset * (x1 - x0), inset * (y1 - y0)
     crop = ASTRONAUT.crop((round(x0 + dx), round(y0 + dy), round(x1 - dx), round(y1 - dy))).resize((size, size))
     return ImageOps.mirror(crop) if mirror else crop
+
+
+def post_chat(base_url: str, model: str, image_url: str, api_key: str | None = None, question: str = "Describe the face.",
+              max_tokens: int = 8) -> tuple[int, dict]:
+    """A raw ``POST /v1/chat/completions`` with one image: (status, JSON body), whatever the status."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    body = {"model": model, "max_tokens": max_tokens, "temperature": 0, "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": image_url}}, {"type": "text", "text": question}]}]}
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
+    request = urllib.request.Request(f"{base_url}/v1/chat/completions", json.dumps(body).encode(), headers)
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def data_url(path) -> str:
+    import base64
+
+    return f"data:image/{path.suffix[1:]};base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def api_matrix(base_url: str, model: str, root, api_key: str | None = None) -> dict[str, str]:
+    """The matrix (``bad_images(root)``) through a running API, whichever engine answers, as data URLs and as
+    server paths (the server must allow ``root``): undecodable files get 400 ``invalid_image`` naming the
+    part and the problem (no exception names), everything else 200; a path outside ``root`` and a remote URL
+    are 400 too. Returns each answered case's answer to its data URL."""
+    cases, answers = bad_images(root), {}
+    for name, expected in cases.items():
+        path = root / name
+        for ref in (data_url(path), str(path)):
+            status, body = post_chat(base_url, model, ref, api_key)
+            if undecodable(expected):
+                message = body["error"]["message"]
+                assert status == 400 and body["error"]["code"] == "invalid_image", (name, status, body)
+                assert message.startswith("messages[0].content[0].image_url: "), message
+                assert ("too large" in message) == (name == "bomb.png"), message
+                assert "Error" not in message and "Traceback" not in message, message
+            else:
+                assert status == 200, (name, status, body)
+                if ref.startswith("data:"):
+                    answers[name] = body["choices"][0]["message"]["content"]
+    for outside in ("/etc/hostname", "http://example.com/face.jpg"):
+        status, body = post_chat(base_url, model, outside, api_key)
+        assert status == 400 and body["error"]["code"] == "invalid_image", (outside, body)
+    return answers

