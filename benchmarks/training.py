@@ -28,7 +28,7 @@ from data_pipeline.build import BuildConfig, build_synthetic
 from data_pipeline.templates import ATTRIBUTES_ONLY
 from facellm.families import family
 from facellm.tiny_models.qwen import build_tiny_qwen2_vl
-from facellm.modeling import load_model, load_processor
+from facellm.modeling import load_model, load_processor, model_family
 from facellm.records import load_split
 from finetune.batches import ShuffledBatches, preflight
 from finetune.collator import ChatCollator, group_by_image
@@ -67,13 +67,16 @@ class CountingCollator:
         return batch
 
 
-def trainer_run(model_dir, data, out, steps, batch) -> dict:
+def trainer_run(model_dir, data, out, steps, batch, extra: list[str] = ()) -> dict:
     from transformers import Trainer, TrainingArguments
 
-    cfg = TrainConfig.from_yaml(RECIPE, [f"model={model_dir}", f"data={data}"])
+    cfg = TrainConfig.from_yaml(RECIPE, [f"model={model_dir}", f"data={data}", *extra])
     chats = group_by_image(load_split(data, "train"), random.Random(0))
-    collator = CountingCollator(ChatCollator(load_processor(model_dir), data))
-    model = apply_method(load_model(model_dir), cfg, family("qwen2_vl"))
+    fam = model_family(model_dir)
+    collator = CountingCollator(ChatCollator(load_processor(model_dir), data, family=fam))
+    model = apply_method(load_model(model_dir), cfg, fam)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     args = TrainingArguments(output_dir=str(out), max_steps=steps, per_device_train_batch_size=batch,
                              learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, steps // 20),
                              logging_steps=steps, save_strategy="no", report_to=[], remove_unused_columns=False,
@@ -99,17 +102,18 @@ def padding_share(data, model_dir, batch, grouped) -> float:
     return 1 - real / padded
 
 
-def peak_memory_added_mib(model, data, out, batch, variant) -> float:
-    """How far 6 training steps of ``variant`` (None: the Trainer) raise this fresh process's resident
-    memory above what its imports hold: model, optimizer state, activations, batches."""
+def peak_memory_added_mib(model, data, out, batch, variant, steps: int = 6, trainer_extra: list[str] = ()) -> float:
+    """How far ``steps`` training steps of ``variant`` (None: the Trainer, with ``trainer_extra`` settings)
+    raise this fresh process's resident memory above what its imports hold: model, optimizer state,
+    activations, batches."""
     from memory import PeakRSS
 
     torch.manual_seed(0)
     with PeakRSS() as memory:
         if variant is None:
-            trainer_run(model, data, out, 6, batch)
+            trainer_run(model, data, out, steps, batch, trainer_extra)
         else:
-            facellm_run(model, data, out, 6, batch, *variant)
+            facellm_run(model, data, out, steps, batch, *variant)
     return memory.growth_mib
 
 

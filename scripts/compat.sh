@@ -85,22 +85,8 @@ make_venv() {
 # PyPI's newest torchaudio, 2.11.1, is built for torch 2.11 and loads beside no other torch):
 fix_torch_companions() {
   local dir=$1 site
-  # first: a hook left by a clone that has since moved would complain at every start of python
-  rm -f "$dir"/lib/python3*/site-packages/facellm-torchvision.pth
+  bash "$REPO/scripts/torchvision-hook.sh" "$dir" || return 1
   site=$("$dir/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-  if ! "$dir/bin/python" -c "import torchvision" >/dev/null 2>&1; then
-    # facellm's own fix, the start-up hook scripts/install.sh puts in .venv (see facellm/_compat.py: it
-    # declares the two op schemas torchvision fakes); written on every run, so a moved clone still works
-    "$dir/bin/python" - "$site" "$REPO/facellm/_compat.py" <<'PY'
-import pathlib, sys
-site, compat = sys.argv[1:]
-line = ("import sys, importlib.util as u; n = 'facellm_torchvision_hook'; "
-        f"s = None if n in sys.modules else u.spec_from_file_location(n, {compat!r}); "
-        "m = s and sys.modules.setdefault(n, u.module_from_spec(s)); "
-        "m and (s.loader.exec_module(m), m.install_import_hook())")
-pathlib.Path(site, "facellm-torchvision.pth").write_text(line + "\n")
-PY
-  fi
   if [ -d "$site/torchaudio/lib" ] && ! "$dir/bin/python" -c "import torchaudio" >/dev/null 2>&1; then
     # torchaudio imports without its compiled extension (it supports that layout): drop the one built
     # for another torch; only audio data would need it

@@ -39,24 +39,8 @@ for companion in torchaudio torchcodec; do
     $PIP uninstall -y "$companion" >/dev/null
   fi
 done
-# Where torchvision cannot import on its own, fix it at interpreter start-up, so that the processes
-# vLLM spawns (which never import facellm) can load the processors too; see facellm/_compat.py
-SITE=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-rm -f "$SITE/facellm-torchvision.pth"
-if ! "$VENV/bin/python" -c "import torchvision" >/dev/null 2>&1; then
-  # one module instance per process (site-packages is scanned twice where lib64 links to lib): it holds
-  # the op declarations, which must live as long as the process
-  "$VENV/bin/python" - "$SITE" "$(pwd)/facellm/_compat.py" <<'PY'
-import pathlib, sys
-site, compat = sys.argv[1:]
-line = ("import sys, importlib.util as u; n = 'facellm_torchvision_hook'; "
-        f"s = None if n in sys.modules else u.spec_from_file_location(n, {compat!r}); "
-        "m = s and sys.modules.setdefault(n, u.module_from_spec(s)); "
-        "m and (s.loader.exec_module(m), m.install_import_hook())")
-pathlib.Path(site, "facellm-torchvision.pth").write_text(line + "\n")
-PY
-  "$VENV/bin/python" -c "import torchvision, peft" || { echo "torchvision still cannot import; see facellm/_compat.py" >&2; exit 1; }
-fi
+bash scripts/torchvision-hook.sh "$VENV"
+"$VENV/bin/python" -c "import torchvision, peft"
 # fail loudly here rather than in the first test
 "$VENV/bin/python" - <<'PY'
 import facellm, torch, transformers, peft

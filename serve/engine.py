@@ -24,6 +24,8 @@ from pathlib import Path
 
 import facellm  # noqa: F401  (patches torchvision before transformers is imported)
 import torch
+from transformers import TextIteratorStreamer
+
 from facellm.constrained import JsonConstraint, for_model
 from facellm.errors import FacellmError
 from facellm.generation import Generated, GenerationRequest, generate
@@ -185,14 +187,15 @@ class EmbeddedEngine:
 
         The model name is checked now, so an unknown model raises before the first delta is asked for.
         """
-        from transformers import TextIteratorStreamer
-
-        streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        streamer = _Streamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
         request = GenerationRequest(messages, images, max_tokens, temperature, top_p, json_schema)
         job = self._submit(name, request, streamer)
 
         def deltas() -> Iterator[str]:
-            yield from _stripped(streamer)
+            try:
+                yield from _stripped(streamer)
+            finally:  # read to the end, or closed early (the client went away): either way, generate no more
+                streamer.stopped = True
             job.future.result()  # re-raise a failure in the worker (it ended the streamer early)
 
         return deltas(), job.future.result
@@ -279,6 +282,22 @@ class EmbeddedEngine:
         job.future.set_exception(error)
         if job.streamer is not None:
             job.streamer.end()  # wake the reader, which then re-raises the error from the future
+
+
+class StreamClosed(RuntimeError):
+    pass
+
+
+class _Streamer(TextIteratorStreamer):
+    """A text streamer that ends the generation feeding it once its reader has stopped (a client that closed
+    its stream): the worker moves on to the next batch instead of finishing an answer nobody reads."""
+
+    stopped = False
+
+    def put(self, value):
+        if self.stopped:
+            raise StreamClosed("the client closed its stream")
+        super().put(value)
 
 
 def _stripped(deltas: Iterable[str]) -> Iterator[str]:

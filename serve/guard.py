@@ -4,8 +4,9 @@ in front of the embedded engine's app (``serve/api.py``) and inside vLLM's own s
 
 What it checks, answering in OpenAI's error shape:
 
+- the route: facellm's (``ROUTES``) only (404), since vLLM's others take images in other shapes;
 - the API key on every ``/v1`` route (401), before any work is spent on the request;
-- the body size, declared or chunked (413), before it is parsed;
+- the body size, declared or chunked (413), on every route, before it is parsed;
 - requests held at once, where the engine does not bound its own queue (503 + Retry-After);
 - every image of a chat request: decoded the way facellm decodes images (upright, RGB, photo formats,
   at most ``MAX_IMAGE_PIXELS``), at most ``max_images`` of them, no remote URLs, server paths only
@@ -34,6 +35,8 @@ from facellm.images import ImageError, decode_image, to_data_url
 
 ENV = "FACELLM_GUARD"
 CHAT_PATH = "/v1/chat/completions"
+# what facellm serves, on either engine; vLLM's text-only completions and its probes pass too
+ROUTES = frozenset({"/health", "/ping", "/version", "/metrics", "/v1/models", CHAT_PATH, "/v1/completions"})
 IMAGES = "facellm.images"  # the scope key the decoded images travel under
 MAX_REQUEST_BYTES = 32 * 2 ** 20  # a request is a few images: tens of MB at most
 
@@ -79,26 +82,31 @@ class Guard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        chat = scope["path"] == CHAT_PATH and scope["method"] == "POST"
         try:
+            self._check_route(scope)
             self._check_key(scope)
             self._check_declared_size(scope)
-            if not (scope["path"] == CHAT_PATH and scope["method"] == "POST"):
-                return await self.app(scope, receive, send)
+            if not chat:
+                return await self._forward(scope, receive, send)
             self._check_room()
         except RequestError as e:
             return await error_response(e.status, e.message, e.code, e.headers)(scope, receive, send)
         self.in_flight += 1
         start = time.monotonic()
         try:
-            await self._chat(scope, receive, send)
+            await self._forward(scope, receive, send, self._check_images)
         finally:
             self.in_flight -= 1
             self.mean_request_s = 0.9 * self.mean_request_s + 0.1 * (time.monotonic() - start)
 
-    async def _chat(self, scope, receive, send) -> None:
+    async def _forward(self, scope, receive, send, check=None) -> None:
+        """Hand the request on with its body read (bounded) and, with ``check``, checked (in a worker thread:
+        decoding images must not stall the server's event loop)."""
         try:
             body = await self._read_body(receive)
-            body = await anyio.to_thread.run_sync(self._check_images, scope, body)
+            if check is not None:
+                body = await anyio.to_thread.run_sync(check, scope, body)
         except RequestError as e:
             return await error_response(e.status, e.message, e.code, e.headers)(scope, receive, send)
         sent = False
@@ -114,6 +122,12 @@ class Guard:
             scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k != b"content-length"]
                      + [(b"content-length", str(len(body)).encode())]}
         await self.app(scope, replay, send)
+
+    @staticmethod
+    def _check_route(scope) -> None:
+        if scope["path"] not in ROUTES:  # vLLM's other routes take images in shapes this guard does not check
+            raise RequestError(404, f"{scope['path']} is not served here; routes: {', '.join(sorted(ROUTES))}",
+                               "not_found")
 
     def _check_key(self, scope) -> None:
         if self._key is None or not scope["path"].startswith("/v1"):

@@ -107,6 +107,26 @@ def test_stream_concatenates_to_the_greedy_answer(client, engine, face_url):
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == whole.choices[0].message.content
 
 
+def test_a_stream_the_client_closes_stops_generating(engine, base_url):
+    """Stop in a chat UI closes the stream: the engine ends that answer (no more forward passes for it) and
+    answers the next request at once, instead of finishing 1,500 tokens nobody reads."""
+    import httpx
+
+    steps = []
+    handle = engine.model.register_forward_hook(lambda *args: steps.append(1))
+    body = {"model": engine.served_name, "max_tokens": 1500, "messages": [{"role": "user", "content": "Go on."}]}
+    try:
+        with httpx.stream("POST", f"{base_url}/v1/chat/completions", json={**body, "stream": True}) as stream:
+            lines = stream.iter_lines()
+            for _ in range(6):  # the role chunk and a few deltas, then the client goes away
+                next(lines)
+        answer = httpx.post(f"{base_url}/v1/chat/completions", json={**body, "max_tokens": 2}, timeout=60).json()
+    finally:
+        handle.remove()
+    assert answer["usage"]["completion_tokens"] == 2
+    assert len(steps) < 100, f"{len(steps)} forward passes: the closed stream kept generating"
+
+
 def test_adapter_changes_the_answer(client, engine, face_url):
     base = ask(client, engine.served_name, face_url).choices[0].message.content
     tuned = ask(client, ADAPTER, face_url).choices[0].message.content

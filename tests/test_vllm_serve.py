@@ -249,6 +249,12 @@ def test_guard_answers_before_vllm_key_size_and_chunked_bodies(vllm_url):
     bomb = "data:image/png;base64," + "A" * 100  # never decoded: the key is checked first
     status, body = post_chat(vllm_url, "base", bomb, api_key="wrong")
     assert status == 401 and body["error"]["code"] == "invalid_api_key"
+    # vLLM's Responses API takes images in another shape: not opened past the guard
+    request = urllib.request.Request(f"{vllm_url}/v1/responses", data=b"{}", headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"})
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=60)
+    assert error.value.code == 404 and "/v1/chat/completions" in json.loads(error.value.read())["error"]["message"]
     # over --max-request-mb 2: refused on the declared length before any of the body is read, and chunked
     # (no length) once 2 MiB have arrived; the server answers without waiting for the rest
     chunk = b"x" * 2 ** 16

@@ -10,7 +10,8 @@ def add_parser(sub) -> None:
     p.add_argument("--endpoint", required=True, help="API base URL, e.g. http://127.0.0.1:8000/v1")
     add_bind_args(p, 7860)
     add_api_key_arg(p, "bearer key the API expects")
-    p.add_argument("--examples", nargs="+", metavar="IMAGES", help="photos offered as examples (files, folders, globs)")
+    p.add_argument("--examples", nargs="+", metavar="IMAGES",
+                   help="photos offered as example thumbnails (files, folders, globs; the first 8)")
     p.set_defaults(func=cmd_chat)
 
 

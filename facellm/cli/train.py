@@ -29,6 +29,10 @@ def add_parser(sub) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. --set max_steps=200")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint in the run directory (needs save_every > 0)")
+    p.add_argument("--estimate", action="store_true",
+                   help="print the predicted peak memory (weights, gradients, optimizer states, activations of the "
+                        "longest batch, with and without gradient checkpointing, per precision) and whether it "
+                        "fits this machine's RAM or each GPU, then exit without training")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("merge", help="fold a LoRA adapter into its base model: one full safetensors model",
@@ -45,7 +49,6 @@ def add_parser(sub) -> None:
 def cmd_train(args) -> None:
     from facellm.modeling import is_hub_id
     from finetune.config import TrainConfig
-    from finetune.train import train
 
     flags = {key: getattr(args, key) for key in ("model", "data", "output", "image_folder") if getattr(args, key)}
     cfg = TrainConfig.from_yaml(args.config, args.set or (), flags)
@@ -58,6 +61,13 @@ def cmd_train(args) -> None:
         raise FacellmError(f"{cfg.data}: no such data directory or file")
     if cfg.image_folder and not Path(cfg.image_folder).is_dir():
         raise FacellmError(f"{cfg.image_folder}: no such image folder")
+    if args.estimate:
+        from finetune.estimate import estimate_run
+
+        print(estimate_run(cfg))
+        return
+    from finetune.train import train
+
     summary = train(cfg, resume=args.resume)
     if summary is not None:  # the main process of a multi-process run, or the only one
         print(f"saved in {summary['output']}; validation accuracy: {summary['validation']}")

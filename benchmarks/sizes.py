@@ -1,0 +1,216 @@
+"""What training and serving cost at real sizes: tiny, 256M, 1B (and 2B) presets, measured in one run.
+
+    nice -n 10 python benchmarks/sizes.py [--presets tiny-qwen2_vl smolvlm-256m internvl3-1b] [--steps 3]
+        [--batch-size 2] [--no-vllm] [--json PATH]
+
+Each preset is written by ``facellm init-model`` (random weights, the published shapes) into a temporary
+folder, deleted after. On the same synthetic faces (112x112, four attribute questions per chat), each in a
+fresh process (peak memory: how far the run raises the process's RSS above its imports):
+  training   facellm's loop, LoRA r16 on the language model (vision tower frozen, as the shipped recipes),
+             with and without gradient checkpointing, and full fine-tuning of the language model, against
+             ``transformers.Trainer`` on the same model, data, collator and LoRA: real tokens/s, seconds per
+             step, peak memory; next to each, the memory ``facellm train --estimate`` predicts for that run
+             (finetune/estimate.py: weights + gradients + AdamW + activations of the longest batch)
+  serving    16-token free-text answers: transformers ``generate`` batched 8 in-process (the baseline) and
+             vLLM's offline engine (serve/offline.py), images/s and the peak RSS of the process tree
+
+Every preset has its published image geometry: SmolVLM's processor resizes every image to 2048 pixels and cuts
+16 tiles of 512 plus the whole image (1,088 image tokens a face; a LoRA step of 2 chats takes minutes on 2 CPU
+cores); ``--no-split`` turns that off (one 512 tile, 64 image tokens) for a quicker run; InternVL3: one 448
+tile, 256 tokens; Qwen2-VL: 112x112 -> 16 tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import facellm  # noqa: E402,F401
+from memory import PeakRSS  # noqa: E402
+
+# the shipped recipes' LoRA (r16, alpha 32, dropout 0.05, language model only), over the tiny recipe's file
+LORA = ["lora.r=16", "lora.alpha=32", "lora.dropout=0.05", "train_vision_tower=false", "train_projector=false",
+        "train_embeddings=false", "learning_rate=1e-4"]
+VARIANTS = {  # name -> --set overrides; the Trainer runs the plain LoRA one
+    "lora": LORA,
+    "lora, gradient checkpointing": LORA + ["gradient_checkpointing=true"],
+    "full": LORA + ["method=full"],
+}
+ANSWER_TOKENS, GENERATE_BATCH = 16, 8
+
+
+def write_preset(name: str, out: Path, split: bool = True) -> Path:
+    from facellm.presets import build_preset, preset
+
+    build_preset(preset(name), out, dtype="float32")
+    if split is False and name.startswith("smolvlm"):  # one 512 tile per image (see the docstring)
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(out)
+        processor.image_processor.do_image_splitting = False
+        processor.save_pretrained(out)  # processor_config.json holds the image processor's settings too
+    return out
+
+
+def train_in_fresh_process(model: Path, data: Path, out: Path, steps: int, batch: int, extra: list[str],
+                           trainer: bool) -> dict:
+    """One training run (facellm's loop, or the Trainer) in this fresh process: rate, seconds per step, peak
+    memory added, and facellm's estimate of that peak."""
+    import training
+    from finetune.config import TrainConfig
+
+    with PeakRSS() as memory:
+        if trainer:
+            result = training.trainer_run(model, data, out, steps, batch, extra)
+        else:
+            result = training.facellm_run(model, data, out, steps, batch, False, extra)
+    result["peak_mib"] = memory.growth_mib
+    result["seconds_per_step"] = result.get("loop_s", result["wall_s"]) / steps
+    if not trainer:
+        result["estimate_mib"] = _estimate_mib(model, out, TrainConfig.from_yaml(
+            training.RECIPE, [f"model={model}", f"data={data}", f"batch_size={batch}", *extra]))
+    return result
+
+
+def _estimate_mib(model: Path, out: Path, cfg) -> float:
+    """What --estimate predicts for the run in ``out``, from its pre-flight (logged at step 0)."""
+    from facellm.modeling import model_family
+    from finetune.estimate import estimate, micro_batch_tokens, model_config
+
+    preflight = json.loads((out / "log.jsonl").read_text().splitlines()[0])["preflight"]
+    image_tokens = cfg.batch_size * max(preflight["image_tokens"].values())
+    est = estimate(model_config(str(model)), cfg, model_family(model),
+                   micro_batch_tokens(cfg, preflight["longest_tokens"]), image_tokens)
+    return est.peak(cfg.mixed_precision, cfg.gradient_checkpointing) / 2 ** 20
+
+
+def serve_in_fresh_process(model: Path, faces: list[Path], engine: str) -> dict:
+    """Images/s of 16-token answers and the peak RSS of this process and its children (vLLM's engine)."""
+    from facellm.generation import GenerationRequest, generate
+    from facellm.images import load_image
+    from facellm.modeling import load_model, load_processor
+    from facellm.records import chat
+    from serve.caption import FREE_TEXT_PROMPT
+
+    images = [load_image(p) for p in faces]
+    with PeakRSS(tree=True) as memory:
+        if engine == "generate":
+            loaded, processor = load_model(model).eval(), load_processor(model)
+
+            def answer(batch):
+                generate(loaded, processor, [GenerationRequest(chat(FREE_TEXT_PROMPT), [image], ANSWER_TOKENS)
+                                             for image in batch])
+        else:
+            from serve.offline import open_engine
+
+            offline = open_engine(model, engine="vllm")
+
+            def answer(batch):
+                offline.chat(batch, FREE_TEXT_PROMPT, None, ANSWER_TOKENS)
+        answer(images[:GENERATE_BATCH])  # warm-up
+        start = time.perf_counter()
+        for i in range(0, len(images), GENERATE_BATCH):
+            answer(images[i:i + GENERATE_BATCH])
+        seconds = time.perf_counter() - start
+        if engine != "generate":
+            offline.close()
+    return {"images_per_s": len(images) / seconds, "peak_mib": memory.peak / 2 ** 20}
+
+
+def fresh(fn, *args):
+    """``fn(*args)`` in a fresh spawned process (its peak memory its own), which may start processes of its
+    own (vLLM does: a multiprocessing.Pool's daemonic workers may not)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def measure(presets: list[str], steps: int, batch: int, images: int, serve_images: int, with_vllm: bool,
+            split: bool = True) -> dict:
+    from data_pipeline.build import BuildConfig, build_synthetic, write_faces
+    from data_pipeline.templates import ATTRIBUTES_ONLY
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data = tmp / "data"
+        build_synthetic(BuildConfig(out=data, n=images, val_size=1, test_size=1, templates=ATTRIBUTES_ONLY))
+        faces = write_faces(tmp / "faces", serve_images, seed=9)
+        for name in presets:
+            model = fresh(write_preset, name, tmp / name, split)
+            row = {"parameters": _parameters(model)}
+            for i, (variant, extra) in enumerate(VARIANTS.items()):
+                row[variant] = fresh(train_in_fresh_process, model, data, tmp / f"{name}-{i}", steps, batch, extra,
+                                     False)
+                print(f"[{name}] {variant}: {row[variant]}", file=sys.stderr, flush=True)
+            row["trainer"] = fresh(train_in_fresh_process, model, data, tmp / f"{name}-trainer", steps, batch,
+                                   VARIANTS["lora"], True)
+            row["generate"] = fresh(serve_in_fresh_process, model, faces, "generate")
+            if with_vllm:
+                row["vllm"] = fresh(serve_in_fresh_process, model, faces, "vllm")
+            print(f"[{name}] {row}", file=sys.stderr, flush=True)
+            results[name] = row
+            remove_model(model)
+    return {"results": results, "steps": steps, "batch": batch, "split": split}
+
+
+def _parameters(model: Path) -> int:
+    from facellm.presets import meta_model, parameter_count
+    from transformers import AutoConfig
+
+    return parameter_count(meta_model(AutoConfig.from_pretrained(model)))
+
+
+def remove_model(model: Path) -> None:
+    import shutil
+
+    shutil.rmtree(model)  # 1B: 4 GB in fp32
+
+
+def report(r: dict) -> str:
+    lines = ["| preset | parameters | LoRA tokens/s (vs Trainer) | s/step | peak MiB: LoRA / +checkpointing / full "
+             "(Trainer LoRA) | estimate / measured: LoRA, +ckpt, full | generate images/s (MiB) | vLLM images/s "
+             "(MiB, vs generate) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, row in r["results"].items():
+        lora, ckpt, full, trainer, gen = (row[k] for k in ("lora", "lora, gradient checkpointing", "full",
+                                                             "trainer", "generate"))
+        vllm = row.get("vllm")
+        ratios = ", ".join(f"{x['estimate_mib'] / x['peak_mib']:.2f}" for x in (lora, ckpt, full))
+        lines.append(
+            f"| {name} | {row['parameters'] / 1e6:,.1f} M | {lora['tokens_per_s_in_loop']:.0f} "
+            f"({lora['tokens_per_s_in_loop'] / trainer['tokens_per_s_in_loop']:.2f}x) | "
+            f"{lora['seconds_per_step']:.2f} | {lora['peak_mib']:.0f} / {ckpt['peak_mib']:.0f} / "
+            f"{full['peak_mib']:.0f} ({trainer['peak_mib']:.0f}) | {ratios} | "
+            f"{gen['images_per_s']:.2f} ({gen['peak_mib']:.0f}) | "
+            + (f"{vllm['images_per_s']:.2f} ({vllm['peak_mib']:.0f}, {vllm['images_per_s'] / gen['images_per_s']:.2f}x)"
+               if vllm else "not run") + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["tiny-qwen2_vl", "smolvlm-256m", "internvl3-1b"])
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--images", type=int, default=16, help="synthetic training images (one chat each)")
+    parser.add_argument("--serve-images", type=int, default=16)
+    parser.add_argument("--no-vllm", action="store_true")
+    parser.add_argument("--no-split", action="store_true", help="SmolVLM: one 512 tile per image, not 17")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    r = measure(args.presets, args.steps, args.batch_size, args.images, args.serve_images, not args.no_vllm,
+                not args.no_split)
+    if args.json:
+        args.json.write_text(json.dumps(r, indent=2))
+    print(report(r))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""Predicted peak memory of a training run, before it starts (``facellm train RECIPE --estimate``).
+
+peak = the process + weights + gradients and AdamW states of what trains + activations of the longest batch
+(+ its logits).
+
+- the process: what a training run holds beyond its model (libraries it loads, processor, batches, allocator
+  pools): 0.45 GiB, the peak RSS growth of training the tiny preset on CPU (benchmarks/sizes.py), where the
+  model itself is ~25 MiB; on a GPU the CUDA context takes about as much;
+
+- weights: every parameter in fp32 (``load_model`` loads fp32; bf16/fp16 autocast keeps fp32 weights), the
+  language model's linear layers in 4 bits under QLoRA (NF4 + double-quantised scales: ~0.53 bytes each);
+- gradients 4 bytes and AdamW's two moments 8 bytes per trained parameter, counted on the model built on the
+  meta device with the recipe's method applied (the same ``apply_method`` the run calls: no memory);
+- activations, per token of the longest micro-batch (its chats padded to the longest, from the pre-flight)
+  and per decoder layer: 10 h + 4 i elements (h hidden width, i MLP width) saved for backward, plus each
+  LoRA-adapted projection's dropped-out input when LoRA dropout is on (6 h + i with all seven projections).
+  Counted with saved-tensor hooks on transformers 5.19's Llama/Qwen2 layers at the 256M, 1B and 2B shapes
+  (within 1 % of each); 4 bytes each in fp32, 2 under bf16/fp16 autocast. With gradient checkpointing a
+  layer keeps only its input (h) and one layer's activations live again during its backward. A vision tower
+  that trains adds the same per patch with its own widths; a frozen one keeps nothing for backward;
+- logits: three tokens x vocabulary fp32 tensors at once (logits, log-softmax, their gradient), whatever the
+  precision (the loss upcasts).
+
+benchmarks/sizes.py measures how close this comes at each size. Not counted yet: the frozen vision tower's
+forward (attention scores and MLP intermediates over every tile of the batch, transient, but the allocator
+keeps the pages), measured at ~5 GB for SmolVLM's 17 tiles x 2 chats, where this estimate comes out 40-60 %
+short (benchmarks/RESULTS.md); it is within 10 % on the tiny preset.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from facellm.errors import FacellmError
+from facellm.families import Family
+from finetune.config import TrainConfig
+
+GiB = 2 ** 30
+ACTIVATION_BYTES = {"no": 4, "bf16": 2, "fp16": 2}
+QLORA_BYTES = 0.53  # NF4 weight (0.5) + double-quantised block scales
+LOGIT_COPIES = 3
+PROCESS_BYTES = 0.45 * GiB  # see the module docstring
+
+
+@dataclass
+class Estimate:
+    parameters: int
+    trainable: int
+    weights: float  # bytes
+    gradients: float
+    optimizer: float
+    tokens: int  # tokens in the longest micro-batch (padded)
+    activations: dict  # {(precision, gradient checkpointing): bytes}, logits included
+    logits: dict  # {precision: bytes}
+
+    def peak(self, precision: str, checkpointing: bool) -> float:
+        return PROCESS_BYTES + self.weights + self.gradients + self.optimizer + self.activations[precision, checkpointing]
+
+
+def model_config(model: str):
+    """The transformers config of a local model directory, or of the preset copying hub id ``model``."""
+    from transformers import AutoConfig
+
+    from facellm.presets import preset_config, preset_for_model
+
+    if Path(model).is_dir():
+        return AutoConfig.from_pretrained(model, trust_remote_code=False)
+    copy = preset_for_model(model)
+    if copy is None:
+        raise FacellmError(f"{model}: not a local model directory, and no preset copies its shapes "
+                           "(facellm init-model --list); download it or pass --model DIR")
+    return preset_config(copy)
+
+
+def parameter_counts(config, cfg: TrainConfig, fam: Family) -> tuple[int, int, int]:
+    """(all parameters, trained parameters, parameters QLoRA stores in 4 bits), on the meta device."""
+    from facellm.presets import meta_model, parameter_count
+    from finetune.method import apply_method
+
+    model = meta_model(config)
+    total = parameter_count(model)
+    quantized = 0
+    if cfg.method == "qlora":  # bitsandbytes quantises the language model's linear layers
+        import torch
+
+        quantized = sum(m.weight.numel() for name, m in model.named_modules()
+                        if isinstance(m, torch.nn.Linear) and name.startswith(fam.language_model + "."))
+        cfg = TrainConfig(**{**cfg.__dict__, "method": "lora"})  # same adapter; apply_method's qlora path needs CUDA
+    trained = apply_method(model, cfg, fam)
+    return total, sum(p.numel() for p in trained.parameters() if p.requires_grad), quantized
+
+
+def _layer_elements(hidden: int, mlp: int, lora_inputs: int) -> int:
+    """Elements one decoder (or vision) layer saves for backward, per token."""
+    return 10 * hidden + 4 * mlp + lora_inputs
+
+
+def _lora_dropout_inputs(cfg: TrainConfig, hidden: int, mlp: int) -> int:
+    if cfg.method == "full" or not cfg.lora.dropout:
+        return 0
+    return sum(mlp if name == "down_proj" else hidden for name in cfg.lora.projections)
+
+
+def _vision_widths(vision) -> tuple[int, int, int]:
+    """(width, MLP width, layers) of a vision tower config, whichever names its family uses."""
+    width = getattr(vision, "embed_dim", None) or vision.hidden_size
+    mlp = getattr(vision, "intermediate_size", None) or width * getattr(vision, "mlp_ratio", 4)
+    layers = getattr(vision, "depth", None) or vision.num_hidden_layers
+    return width, mlp, layers
+
+
+def patches_per_image_token(config) -> int:
+    """Vision-tower tokens behind each image token of the language model (merge, pixel shuffle)."""
+    if merge := getattr(config.vision_config, "spatial_merge_size", None):
+        return merge ** 2
+    if ratio := getattr(config, "downsample_ratio", None):
+        return round(1 / ratio ** 2)
+    return getattr(config, "scale_factor", 1) ** 2
+
+
+def activation_bytes(config, cfg: TrainConfig, tokens: int, image_tokens: int, precision: str,
+                     checkpointing: bool) -> float:
+    """Activations saved for backward over the longest micro-batch, logits included."""
+    text = config.text_config
+    per_element = ACTIVATION_BYTES[precision]
+    layer = _layer_elements(text.hidden_size, text.intermediate_size,
+                            _lora_dropout_inputs(cfg, text.hidden_size, text.intermediate_size))
+    layers = text.num_hidden_layers
+    kept = (layers * text.hidden_size + layer) if checkpointing else layers * layer
+    elements = tokens * kept
+    if cfg.train_vision_tower:  # trained in full under every method (LoRA: as modules_to_save)
+        width, mlp, depth = _vision_widths(config.vision_config)
+        patches = image_tokens * patches_per_image_token(config)
+        vision_layer = _layer_elements(width, mlp, 0)
+        elements += patches * ((depth * width + vision_layer) if checkpointing else depth * vision_layer)
+    return elements * per_element + logit_bytes(config, tokens)
+
+
+def logit_bytes(config, tokens: int) -> float:
+    return LOGIT_COPIES * tokens * config.text_config.vocab_size * 4
+
+
+def estimate(config, cfg: TrainConfig, fam: Family, tokens: int, image_tokens: int) -> Estimate:
+    """The memory of training ``config`` under recipe ``cfg`` on micro-batches of up to ``tokens`` tokens
+    (``image_tokens`` of them image tokens), for every precision, with and without checkpointing."""
+    total, trainable, quantized = parameter_counts(config, cfg, fam)
+    weights = (total - quantized) * 4 + quantized * QLORA_BYTES
+    activations = {(precision, checkpointing): activation_bytes(config, cfg, tokens, image_tokens, precision,
+                                                                checkpointing)
+                   for precision in ACTIVATION_BYTES for checkpointing in (False, True)}
+    logits = {precision: logit_bytes(config, tokens) for precision in ACTIVATION_BYTES}
+    return Estimate(total, trainable, weights, 4 * trainable, 8 * trainable, tokens, activations, logits)
+
+
+def memory_seen() -> list[tuple[str, float]]:
+    """(device, bytes free) for each GPU, or this machine's available RAM where there is none."""
+    import torch
+
+    if torch.cuda.is_available():
+        return [(f"cuda:{i} {torch.cuda.get_device_name(i)}", torch.cuda.mem_get_info(i)[0])
+                for i in range(torch.cuda.device_count())]
+    from facellm.presets import available_ram
+
+    return [("CPU RAM (available)", available_ram())]
+
+
+def processes() -> int:
+    """Processes the batch is split over (torchrun / accelerate launch set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def micro_batch_tokens(cfg: TrainConfig, longest: int) -> int:
+    """Tokens of the longest micro-batch one process holds: its share of the batch, padded to the longest."""
+    return math.ceil(cfg.batch_size / processes()) * longest
+
+
+def report(est: Estimate, cfg: TrainConfig, seen: list[tuple[str, float]]) -> str:
+    """The estimate as a table: one row per precision x checkpointing; the recipe's own row marked, and
+    whether it fits each device's free memory."""
+    gib = lambda b: f"{b / GiB:.2f}"  # noqa: E731
+    lines = [f"parameters {est.parameters:,} ({est.trainable:,} trained, method {cfg.method}); longest micro-batch "
+             f"{est.tokens:,} tokens ({math.ceil(cfg.batch_size / processes())} chats padded to the longest)",
+             f"weights {gib(est.weights)} GiB, gradients {gib(est.gradients)} GiB, AdamW states "
+             f"{gib(est.optimizer)} GiB, the process {gib(PROCESS_BYTES)} GiB",
+             "| precision | gradient checkpointing | activations GiB (logits) | peak GiB | |",
+             "|---|---|---:|---:|---|"]
+    for (precision, checkpointing), act in est.activations.items():
+        mine = precision == cfg.mixed_precision and checkpointing == cfg.gradient_checkpointing
+        lines.append(f"| {precision} | {'yes' if checkpointing else 'no'} | {gib(act)} ({gib(est.logits[precision])}) "
+                     f"| {gib(est.peak(precision, checkpointing))} | {'<- this recipe' if mine else ''} |")
+    peak = est.peak(cfg.mixed_precision, cfg.gradient_checkpointing)
+    for device, free in seen:
+        verdict = "fits" if peak <= free else "does NOT fit"
+        lines.append(f"{device}: {gib(free)} GiB free: this recipe's {gib(peak)} GiB {verdict}")
+    return "\n".join(lines)
+
+
+def estimate_run(cfg: TrainConfig) -> str:
+    """``facellm train RECIPE --estimate``: the recipe's data measured by the training pre-flight (every chat
+    in tokens, images included), the model's shapes from its config (a hub id: the preset copying it, with
+    that preset's processor), and the estimate as a report. Nothing is loaded but the processor."""
+    import random
+    import tempfile
+
+    from facellm.modeling import load_processor, model_family
+    from facellm.presets import build_preset, preset_for_model
+    from finetune.batches import preflight
+    from finetune.chat_data import read_chats
+    from finetune.collator import ChatCollator, group_by_image
+
+    source = read_chats(cfg.data, cfg.image_folder, cfg.data_name)
+    if source.rejects:  # a training run skips these rows; an estimate that skipped them would be of other data
+        first = source.rejects[0]
+        raise FacellmError(f"{cfg.data}: {len(source.rejects)} of {source.rows} rows cannot train (first: "
+                           f"{first['file']} row {first['index']}: {first['reason']}); fix or drop them, or train "
+                           "without --estimate to skip them into OUTPUT/data_rejects.jsonl")
+    chats = group_by_image(source.train, random.Random(cfg.seed)) if cfg.group_by_image else source.train
+    config = model_config(cfg.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = cfg.model
+        if not Path(model_dir).is_dir():  # model_config found the preset: its processor, without weights
+            model_dir = build_preset(preset_for_model(cfg.model), tmp, weights=False)
+        fam = model_family(model_dir)
+        collator = ChatCollator(load_processor(model_dir, cfg.min_pixels, cfg.max_pixels), source.image_root,
+                                family=fam)
+        pre = preflight(chats, collator, source.image_root)
+    per_chat = math.ceil(cfg.batch_size / processes())
+    longest_images = max(len(chat["images"]) for chat in chats) * max(pre.image_tokens.values(), default=0)
+    est = estimate(config, cfg, fam, micro_batch_tokens(cfg, pre.longest()), per_chat * longest_images)
+    return report(est, cfg, memory_seen())
