@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from facellm.constrained import SchemaError
 from facellm.generation import Generated
 from serve.engine import DEFAULT_MAX_TOKENS, EmbeddedEngine, EngineBusy
-from serve.guard import IMAGES, Guard, GuardSettings, error_body, error_response
+from serve.guard import IMAGES, Guard, GuardSettings, RequestError, error_body, error_response
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class ResponseFormat(BaseModel):
     def schema_or_none(self) -> dict | None:
         if self.type == "json_schema":
             if self.json_schema is None:
-                raise APIError(400, "response_format: type json_schema needs a json_schema object")
+                raise RequestError(400, "response_format: type json_schema needs a json_schema object")
             return self.json_schema.schema_
         return {"type": "object"} if self.type == "json_object" else None
 
@@ -88,13 +88,6 @@ class ChatRequest(BaseModel):
     response_format: ResponseFormat | None = None  # JSON answers by constrained decoding, as vLLM does
     logprobs: bool = False  # each answer token's log-probability (calibration in facellm eval)
     top_logprobs: int | None = Field(None, ge=0, le=20)  # most likely alternatives per token (with logprobs)
-
-
-class APIError(Exception):
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error", code: str | None = None,
-                 headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.code, self.headers = status, message, type, code, headers
 
 
 SERVER_ERROR = "the model server failed on this request; the details are in its log"
@@ -129,9 +122,9 @@ def create_app(engine: EmbeddedEngine, guard: GuardSettings | None = None, log_r
     v1 = APIRouter(prefix="/v1")
     started = int(time.time())
 
-    @app.exception_handler(APIError)
-    def api_error(request: Request, e: APIError) -> JSONResponse:
-        return error_response(e.status, e.message, e.code, e.headers, e.type)
+    @app.exception_handler(RequestError)
+    def refused(request: Request, e: RequestError) -> JSONResponse:
+        return e.response()
 
     @app.exception_handler(RequestValidationError)
     def invalid_request(request: Request, e: RequestValidationError) -> JSONResponse:
@@ -160,8 +153,8 @@ def create_app(engine: EmbeddedEngine, guard: GuardSettings | None = None, log_r
     @v1.post("/chat/completions")
     def chat_completions(req: ChatRequest, request: Request):
         if req.model not in engine.models():
-            raise APIError(404, f"model {req.model!r} not found; available: {', '.join(engine.models())}",
-                           code="model_not_found")
+            raise RequestError(404, f"model {req.model!r} not found; available: {', '.join(engine.models())}",
+                               "model_not_found")
         messages, images = _to_record(req.messages), request.scope[IMAGES]
         if log_requests:
             log.info("chat request for %s: %s", req.model, json.dumps(
@@ -170,8 +163,8 @@ def create_app(engine: EmbeddedEngine, guard: GuardSettings | None = None, log_r
         schema = req.response_format.schema_or_none() if req.response_format else None
         args = (req.model, messages, images, max_tokens, req.temperature or 0.0, req.top_p or 1.0, schema)
         if req.stream and req.logprobs:
-            raise APIError(400, "logprobs are returned by non-streaming requests only on this engine",
-                           code="unsupported_parameter")
+            raise RequestError(400, "logprobs are returned by non-streaming requests only on this engine",
+                               "unsupported_parameter")
         try:
             if req.stream:
                 include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -179,10 +172,9 @@ def create_app(engine: EmbeddedEngine, guard: GuardSettings | None = None, log_r
                                          media_type="text/event-stream")
             answer = engine.complete(*args, logprobs=req.logprobs, top_logprobs=req.top_logprobs or 0)
         except SchemaError as e:
-            raise APIError(400, f"response_format: {e}", code="invalid_schema") from None
+            raise RequestError(400, f"response_format: {e}", "invalid_schema") from None
         except EngineBusy as e:
-            raise APIError(503, str(e), "server_overloaded", "queue_full",
-                           {"Retry-After": str(e.retry_after_s)}) from None
+            raise RequestError(503, str(e), "queue_full", {"Retry-After": str(e.retry_after_s)}) from None
         alternatives = answer.top_logprobs or [[] for _ in answer.logprobs or []]
         logprobs = None if answer.logprobs is None else {"content": [
             {"token": token, "logprob": logprob, "bytes": list(token.encode()),

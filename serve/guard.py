@@ -56,9 +56,14 @@ class GuardSettings:
 
 
 class RequestError(Exception):
-    def __init__(self, status: int, message: str, code: str, headers: dict[str, str] | None = None):
+    """A request refused, answered as ``error_response`` writes it: by the guard, or by the app behind it."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.code, self.headers = status, message, code, headers
+
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.message, self.code, self.headers)
 
 
 def error_body(message: str, type: str, code: str | None = None) -> dict:
@@ -91,7 +96,7 @@ class Guard:
                 return await self._forward(scope, receive, send)
             self._check_room()
         except RequestError as e:
-            return await error_response(e.status, e.message, e.code, e.headers)(scope, receive, send)
+            return await e.response()(scope, receive, send)
         self.in_flight += 1
         start = time.monotonic()
         try:
@@ -108,7 +113,7 @@ class Guard:
             if check is not None:
                 body = await anyio.to_thread.run_sync(check, scope, body)
         except RequestError as e:
-            return await error_response(e.status, e.message, e.code, e.headers)(scope, receive, send)
+            return await e.response()(scope, receive, send)
         sent = False
 
         async def replay():  # the app reads the (checked) body, then waits on the client as usual
