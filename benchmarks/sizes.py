@@ -1,6 +1,6 @@
 """What training and serving cost at real sizes: tiny, 256M, 1B (and 2B) presets, measured in one run.
 
-    nice -n 10 python benchmarks/sizes.py [--presets tiny-qwen2_vl smolvlm-256m internvl3-1b] [--steps 3]
+    nice -n 10 python benchmarks/sizes.py [--presets tiny-qwen2_vl smolvlm-256m internvl3-1b qwen2-vl-2b] [--steps 3]
         [--batch-size 2] [--no-vllm] [--json PATH]
 
 Each preset is written by ``facellm init-model`` (random weights, the published shapes) into a temporary
@@ -10,9 +10,11 @@ fresh process (peak memory: how far the run raises the process's RSS above its i
              with and without gradient checkpointing, and full fine-tuning of the language model, against
              ``transformers.Trainer`` on the same model, data, collator and LoRA: real tokens/s, seconds per
              step, peak memory; next to each, the memory ``facellm train --estimate`` predicts for that run
-             (finetune/estimate.py: weights + gradients + AdamW + activations of the longest batch)
+             (finetune/estimate.py), computed first: a run predicted not to fit the RAM available is skipped
+             and says so (full fine-tuning at 2B on this machine)
   serving    16-token free-text answers: transformers ``generate`` batched 8 in-process (the baseline) and
-             vLLM's offline engine (serve/offline.py), images/s and the peak RSS of the process tree
+             vLLM's offline engine (serve/offline.py, a 4,096-token context), images/s and the peak RSS of
+             the process tree
 
 Every preset has its published image geometry: SmolVLM's processor resizes every image to 2048 pixels and cuts
 16 tiles of 512 plus the whole image (1,088 image tokens a face; a LoRA step of 2 chats takes minutes on 2 CPU
@@ -34,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import facellm  # noqa: E402,F401
+from facellm.presets import available_ram  # noqa: E402
 from memory import PeakRSS  # noqa: E402
 
 # the shipped recipes' LoRA (r16, alpha 32, dropout 0.05, language model only), over the tiny recipe's file
@@ -45,6 +48,9 @@ VARIANTS = {  # name -> --set overrides; the Trainer runs the plain LoRA one
     "full": LORA + ["method=full"],
 }
 ANSWER_TOKENS, GENERATE_BATCH = 16, 8
+# vLLM's context: a face and a question take at most ~1,400 tokens here; vLLM sizes its start-up profile run by
+# the context, and InternVL3-1B's own 32k was killed for memory at 22 GB on this 24 GB machine
+VLLM_CONTEXT = 4096
 
 
 def write_preset(name: str, out: Path, split: bool = True) -> Path:
@@ -62,10 +68,9 @@ def write_preset(name: str, out: Path, split: bool = True) -> Path:
 
 def train_in_fresh_process(model: Path, data: Path, out: Path, steps: int, batch: int, extra: list[str],
                            trainer: bool) -> dict:
-    """One training run (facellm's loop, or the Trainer) in this fresh process: rate, seconds per step, peak
-    memory added, and facellm's estimate of that peak."""
+    """One training run (facellm's loop, or the Trainer) in this fresh process: rate, seconds per step and
+    peak memory added."""
     import training
-    from finetune.config import TrainConfig
 
     with PeakRSS() as memory:
         if trainer:
@@ -74,22 +79,17 @@ def train_in_fresh_process(model: Path, data: Path, out: Path, steps: int, batch
             result = training.facellm_run(model, data, out, steps, batch, False, extra)
     result["peak_mib"] = memory.growth_mib
     result["seconds_per_step"] = result.get("loop_s", result["wall_s"]) / steps
-    if not trainer:
-        result["estimate_mib"] = _estimate_mib(model, out, TrainConfig.from_yaml(
-            training.RECIPE, [f"model={model}", f"data={data}", f"batch_size={batch}", *extra]))
     return result
 
 
-def _estimate_mib(model: Path, out: Path, cfg) -> float:
-    """What --estimate predicts for the run in ``out``, from its pre-flight (logged at step 0)."""
-    from facellm.modeling import model_family
-    from finetune.estimate import estimate, micro_batch_tokens, model_config
+def estimate_mib(model: Path, data: Path, batch: int, extra: list[str]) -> float:
+    """What ``facellm train --estimate`` predicts for that run (the recipe of benchmarks/training.py)."""
+    import training
+    from finetune.config import TrainConfig
+    from finetune.estimate import estimate_recipe
 
-    preflight = json.loads((out / "log.jsonl").read_text().splitlines()[0])["preflight"]
-    image_tokens = cfg.batch_size * max(preflight["image_tokens"].values())
-    est = estimate(model_config(str(model)), cfg, model_family(model),
-                   micro_batch_tokens(cfg, preflight["longest_tokens"]), image_tokens)
-    return est.peak(cfg.mixed_precision, cfg.gradient_checkpointing) / 2 ** 20
+    cfg = TrainConfig.from_yaml(training.RECIPE, [f"model={model}", f"data={data}", f"batch_size={batch}", *extra])
+    return estimate_recipe(cfg).peak(cfg.mixed_precision, cfg.gradient_checkpointing) / 2 ** 20
 
 
 def serve_in_fresh_process(model: Path, faces: list[Path], engine: str) -> dict:
@@ -111,7 +111,7 @@ def serve_in_fresh_process(model: Path, faces: list[Path], engine: str) -> dict:
         else:
             from serve.offline import open_engine
 
-            offline = open_engine(model, engine="vllm")
+            offline = open_engine(model, engine="vllm", max_model_len=VLLM_CONTEXT)
 
             def answer(batch):
                 offline.chat(batch, FREE_TEXT_PROMPT, None, ANSWER_TOKENS)
@@ -147,14 +147,22 @@ def measure(presets: list[str], steps: int, batch: int, images: int, serve_image
             model = fresh(write_preset, name, tmp / name, split)
             row = {"parameters": _parameters(model)}
             for i, (variant, extra) in enumerate(VARIANTS.items()):
-                row[variant] = fresh(train_in_fresh_process, model, data, tmp / f"{name}-{i}", steps, batch, extra,
-                                     False)
+                predicted = fresh(estimate_mib, model, data, batch, extra)
+                if predicted * 2 ** 20 > available_ram():  # the estimate refuses it, as --estimate would
+                    row[variant] = {"estimate_mib": predicted, "skipped": f"needs {predicted / 1024:.1f} GiB, "
+                                    f"{available_ram() / 2 ** 30:.1f} GiB available"}
+                else:
+                    row[variant] = {**fresh(train_in_fresh_process, model, data, tmp / f"{name}-{i}", steps, batch,
+                                            extra, False), "estimate_mib": predicted}
                 print(f"[{name}] {variant}: {row[variant]}", file=sys.stderr, flush=True)
-            row["trainer"] = fresh(train_in_fresh_process, model, data, tmp / f"{name}-trainer", steps, batch,
-                                   VARIANTS["lora"], True)
+            row["trainer"] = row["lora"] if "skipped" in row["lora"] else fresh(
+                train_in_fresh_process, model, data, tmp / f"{name}-trainer", steps, batch, VARIANTS["lora"], True)
             row["generate"] = fresh(serve_in_fresh_process, model, faces, "generate")
             if with_vllm:
-                row["vllm"] = fresh(serve_in_fresh_process, model, faces, "vllm")
+                try:
+                    row["vllm"] = fresh(serve_in_fresh_process, model, faces, "vllm")
+                except Exception as e:  # noqa: BLE001 - the table says so; the other rows stand
+                    row["vllm"] = {"error": str(e).splitlines()[0][:200]}
             print(f"[{name}] {row}", file=sys.stderr, flush=True)
             results[name] = row
             remove_model(model)
@@ -175,22 +183,29 @@ def remove_model(model: Path) -> None:
 
 
 def report(r: dict) -> str:
-    lines = ["| preset | parameters | LoRA tokens/s (vs Trainer) | s/step | peak MiB: LoRA / +checkpointing / full "
-             "(Trainer LoRA) | estimate / measured: LoRA, +ckpt, full | generate images/s (MiB) | vLLM images/s "
-             "(MiB, vs generate) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    """One line per run: its rate next to its baseline's (the Trainer; batched ``generate``), its peak memory
+    next to what ``--estimate`` predicted."""
+    lines = ["| preset | parameters | run | rate | vs baseline | s/step | peak MiB | --estimate MiB (/ measured) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
     for name, row in r["results"].items():
-        lora, ckpt, full, trainer, gen = (row[k] for k in ("lora", "lora, gradient checkpointing", "full",
-                                                             "trainer", "generate"))
-        vllm = row.get("vllm")
-        ratios = ", ".join(f"{x['estimate_mib'] / x['peak_mib']:.2f}" for x in (lora, ckpt, full))
-        lines.append(
-            f"| {name} | {row['parameters'] / 1e6:,.1f} M | {lora['tokens_per_s_in_loop']:.0f} "
-            f"({lora['tokens_per_s_in_loop'] / trainer['tokens_per_s_in_loop']:.2f}x) | "
-            f"{lora['seconds_per_step']:.2f} | {lora['peak_mib']:.0f} / {ckpt['peak_mib']:.0f} / "
-            f"{full['peak_mib']:.0f} ({trainer['peak_mib']:.0f}) | {ratios} | "
-            f"{gen['images_per_s']:.2f} ({gen['peak_mib']:.0f}) | "
-            + (f"{vllm['images_per_s']:.2f} ({vllm['peak_mib']:.0f}, {vllm['images_per_s'] / gen['images_per_s']:.2f}x)"
-               if vllm else "not run") + " |")
+        head = f"| {name} | {row['parameters'] / 1e6:,.1f} M"
+        for run, baseline in (("lora", "trainer"), ("lora, gradient checkpointing", None), ("full", None),
+                              ("trainer", None), ("generate", None), ("vllm", "generate")):
+            x, base = row.get(run), row.get(baseline) if baseline else None
+            label = "Trainer, LoRA" if run == "trainer" else run
+            if x is None or "skipped" in x or "error" in x:
+                why = "not run" if x is None else x.get("skipped") or f"failed: {x['error']}"
+                lines.append(f"{head} | {label} | {why} | | | | |")
+                continue
+            unit = "tokens/s" if "tokens_per_s_in_loop" in x else "images/s"
+            rate = x.get("tokens_per_s_in_loop") or x["images_per_s"]
+            base_rate = base and "skipped" not in base and "error" not in base and (
+                base.get("tokens_per_s_in_loop") or base["images_per_s"])
+            step = f"{x['seconds_per_step']:.2f}" if "seconds_per_step" in x else ""
+            est = (f"{x['estimate_mib']:,.0f} ({x['estimate_mib'] / x['peak_mib']:.2f})"
+                   if "estimate_mib" in x else "")
+            lines.append(f"{head} | {label} | {rate:,.2f} {unit} | {f'{rate / base_rate:.2f}x' if base_rate else ''} "
+                         f"| {step} | {x['peak_mib']:,.0f} | {est} |")
     return "\n".join(lines)
 
 

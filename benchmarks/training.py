@@ -55,16 +55,21 @@ def facellm_run(model, data, out, steps, batch, grouped, extra: list[str] = ()) 
 
 
 class CountingCollator:
-    """The Trainer gets facellm's collator; this counts the real and padded tokens it hands over."""
+    """The Trainer gets facellm's collator; this counts the real and padded tokens of each batch it hands over.
+    The Trainer's loader collates one batch ahead of the step it is on, so only the first ``steps`` trained."""
 
     def __init__(self, collator):
-        self.collator, self.real, self.padded = collator, 0, 0
+        self.collator, self.batches = collator, []
 
     def __call__(self, chats):
         batch = self.collator(chats)
-        self.real += int(batch["attention_mask"].sum())
-        self.padded += batch["attention_mask"].numel()
+        self.batches.append((int(batch["attention_mask"].sum()), batch["attention_mask"].numel()))
         return batch
+
+    def tokens(self, steps: int) -> tuple[int, int]:
+        """(real, padded) tokens of the first ``steps`` batches."""
+        trained = self.batches[:steps]
+        return sum(real for real, _ in trained), sum(padded for _, padded in trained)
 
 
 def trainer_run(model_dir, data, out, steps, batch, extra: list[str] = ()) -> dict:
@@ -85,8 +90,8 @@ def trainer_run(model_dir, data, out, steps, batch, extra: list[str] = ()) -> di
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
-    return {"tokens_per_s_in_loop": collator.real / seconds, "wall_s": seconds,
-            "padding_share": 1 - collator.real / collator.padded}
+    real, padded = collator.tokens(steps)
+    return {"tokens_per_s_in_loop": real / seconds, "wall_s": seconds, "padding_share": 1 - real / padded}
 
 
 def padding_share(data, model_dir, batch, grouped) -> float:

@@ -1,11 +1,14 @@
 """Predicted peak memory of a training run, before it starts (``facellm train RECIPE --estimate``).
 
-peak = the process + weights + gradients and AdamW states of what trains + activations of the longest batch
-(+ its logits).
+peak = the process + the step's inputs + weights + gradients and AdamW states of what trains + activations of
+the longest batch (+ its logits).
 
 - the process: what a training run holds beyond its model (libraries it loads, processor, batches, allocator
   pools): 0.45 GiB, the peak RSS growth of training the tiny preset on CPU (benchmarks/sizes.py), where the
   model itself is ~25 MiB; on a GPU the CUDA context takes about as much;
+- the step's inputs: its grad_accum micro-batches are collated before its first forward (the loss is a mean
+  over the step's answer tokens), each as large as the largest chat collated once times the chats it holds
+  (SmolVLM: 53 MB of pixels a face);
 
 - weights: every parameter in fp32 (``load_model`` loads fp32; bf16/fp16 autocast keeps fp32 weights), the
   language model's linear layers in 4 bits under QLoRA (NF4 + double-quantised scales: ~0.53 bytes each);
@@ -18,13 +21,16 @@ peak = the process + weights + gradients and AdamW states of what trains + activ
   (within 1 % of each); 4 bytes each in fp32, 2 under bf16/fp16 autocast. With gradient checkpointing a
   layer keeps only its input (h) and one layer's activations live again during its backward. A vision tower
   that trains adds the same per patch with its own widths; a frozen one keeps nothing for backward;
+- the attention mask: with padded chats, SDPA turns the boolean mask into a float one in every layer and keeps
+  it for backward: chats x longest^2 elements a layer (one layer's with checkpointing);
 - logits: three tokens x vocabulary fp32 tensors at once (logits, log-softmax, their gradient), whatever the
   precision (the loss upcasts).
 
-benchmarks/sizes.py measures how close this comes at each size. Not counted yet: the frozen vision tower's
-forward (attention scores and MLP intermediates over every tile of the batch, transient, but the allocator
-keeps the pages), measured at ~5 GB for SmolVLM's 17 tiles x 2 chats, where this estimate comes out 40-60 %
-short (benchmarks/RESULTS.md); it is within 10 % on the tiny preset.
+That is the peak of live tensors, which is what a GPU's allocator holds and, on CPU, what the process holds
+once ``facellm train`` has glibc hand freed blocks back (facellm/host_memory.py; without that the process
+kept 5 GB of freed pages at 256M). benchmarks/sizes.py measures how close this comes at each size
+(benchmarks/RESULTS.md). Not counted: a frozen vision tower's forward, transient and on the way to the
+language model's larger peak in every run measured.
 """
 
 from __future__ import annotations
@@ -55,9 +61,11 @@ class Estimate:
     tokens: int  # tokens in the longest micro-batch (padded)
     activations: dict  # {(precision, gradient checkpointing): bytes}, logits included
     logits: dict  # {precision: bytes}
+    inputs: float = 0.0  # the step's micro-batches, collated before its first forward
 
     def peak(self, precision: str, checkpointing: bool) -> float:
-        return PROCESS_BYTES + self.weights + self.gradients + self.optimizer + self.activations[precision, checkpointing]
+        return (PROCESS_BYTES + self.inputs + self.weights + self.gradients + self.optimizer
+                + self.activations[precision, checkpointing])
 
 
 def model_config(model: str):
@@ -121,9 +129,11 @@ def patches_per_image_token(config) -> int:
     return getattr(config, "scale_factor", 1) ** 2
 
 
-def activation_bytes(config, cfg: TrainConfig, tokens: int, image_tokens: int, precision: str,
+def activation_bytes(config, cfg: TrainConfig, chats: int, longest: int, image_tokens: int, precision: str,
                      checkpointing: bool) -> float:
-    """Activations saved for backward over the longest micro-batch, logits included."""
+    """Activations saved for backward over a micro-batch of ``chats`` padded to ``longest`` tokens, logits
+    included."""
+    tokens = chats * longest
     text = config.text_config
     per_element = ACTIVATION_BYTES[precision]
     layer = _layer_elements(text.hidden_size, text.intermediate_size,
@@ -131,6 +141,8 @@ def activation_bytes(config, cfg: TrainConfig, tokens: int, image_tokens: int, p
     layers = text.num_hidden_layers
     kept = (layers * text.hidden_size + layer) if checkpointing else layers * layer
     elements = tokens * kept
+    if chats > 1:  # padding: SDPA turns the mask into a float one per layer, saved for backward
+        elements += (1 if checkpointing else layers) * chats * longest ** 2
     if cfg.train_vision_tower:  # trained in full under every method (LoRA: as modules_to_save)
         width, mlp, depth = _vision_widths(config.vision_config)
         patches = image_tokens * patches_per_image_token(config)
@@ -143,16 +155,20 @@ def logit_bytes(config, tokens: int) -> float:
     return LOGIT_COPIES * tokens * config.text_config.vocab_size * 4
 
 
-def estimate(config, cfg: TrainConfig, fam: Family, tokens: int, image_tokens: int) -> Estimate:
-    """The memory of training ``config`` under recipe ``cfg`` on micro-batches of up to ``tokens`` tokens
-    (``image_tokens`` of them image tokens), for every precision, with and without checkpointing."""
+def estimate(config, cfg: TrainConfig, fam: Family, chats: int, longest: int, image_tokens: int,
+             input_bytes: float = 0.0) -> Estimate:
+    """The memory of training ``config`` under recipe ``cfg`` on micro-batches of ``chats`` chats padded to
+    ``longest`` tokens (``image_tokens`` of them image tokens in all; ``input_bytes`` the largest collated
+    micro-batch), for every precision, with and without checkpointing."""
     total, trainable, quantized = parameter_counts(config, cfg, fam)
     weights = (total - quantized) * 4 + quantized * QLORA_BYTES
-    activations = {(precision, checkpointing): activation_bytes(config, cfg, tokens, image_tokens, precision,
-                                                                checkpointing)
+    tokens = chats * longest
+    activations = {(precision, checkpointing): activation_bytes(config, cfg, chats, longest, image_tokens,
+                                                                precision, checkpointing)
                    for precision in ACTIVATION_BYTES for checkpointing in (False, True)}
     logits = {precision: logit_bytes(config, tokens) for precision in ACTIVATION_BYTES}
-    return Estimate(total, trainable, weights, 4 * trainable, 8 * trainable, tokens, activations, logits)
+    return Estimate(total, trainable, weights, 4 * trainable, 8 * trainable, tokens, activations, logits,
+                    cfg.grad_accum * input_bytes)
 
 
 def memory_seen() -> list[tuple[str, float]]:
@@ -172,9 +188,9 @@ def processes() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def micro_batch_tokens(cfg: TrainConfig, longest: int) -> int:
-    """Tokens of the longest micro-batch one process holds: its share of the batch, padded to the longest."""
-    return math.ceil(cfg.batch_size / processes()) * longest
+def micro_batch_chats(cfg: TrainConfig) -> int:
+    """Chats of a micro-batch one process holds: its share of the batch."""
+    return math.ceil(cfg.batch_size / processes())
 
 
 def report(est: Estimate, cfg: TrainConfig, seen: list[tuple[str, float]]) -> str:
@@ -182,9 +198,10 @@ def report(est: Estimate, cfg: TrainConfig, seen: list[tuple[str, float]]) -> st
     whether it fits each device's free memory."""
     gib = lambda b: f"{b / GiB:.2f}"  # noqa: E731
     lines = [f"parameters {est.parameters:,} ({est.trainable:,} trained, method {cfg.method}); longest micro-batch "
-             f"{est.tokens:,} tokens ({math.ceil(cfg.batch_size / processes())} chats padded to the longest)",
+             f"{est.tokens:,} tokens ({micro_batch_chats(cfg)} chats padded to the longest)",
              f"weights {gib(est.weights)} GiB, gradients {gib(est.gradients)} GiB, AdamW states "
-             f"{gib(est.optimizer)} GiB, the process {gib(PROCESS_BYTES)} GiB",
+             f"{gib(est.optimizer)} GiB, the step's {cfg.grad_accum} collated micro-batches {gib(est.inputs)} GiB, "
+             f"the process {gib(PROCESS_BYTES)} GiB",
              "| precision | gradient checkpointing | activations GiB (logits) | peak GiB | |",
              "|---|---|---:|---:|---|"]
     for (precision, checkpointing), act in est.activations.items():
@@ -198,12 +215,14 @@ def report(est: Estimate, cfg: TrainConfig, seen: list[tuple[str, float]]) -> st
     return "\n".join(lines)
 
 
-def estimate_run(cfg: TrainConfig) -> str:
-    """``facellm train RECIPE --estimate``: the recipe's data measured by the training pre-flight (every chat
-    in tokens, images included), the model's shapes from its config (a hub id: the preset copying it, with
-    that preset's processor), and the estimate as a report. Nothing is loaded but the processor."""
+def estimate_recipe(cfg: TrainConfig) -> Estimate:
+    """The recipe's data measured by the training pre-flight (every chat in tokens, images included), its
+    largest micro-batch collated once, and the model's shapes from its config (a hub id: the preset copying
+    it, with that preset's processor). Nothing is loaded but the processor."""
     import random
     import tempfile
+
+    import torch
 
     from facellm.modeling import load_processor, model_family
     from facellm.presets import build_preset, preset_for_model
@@ -219,6 +238,7 @@ def estimate_run(cfg: TrainConfig) -> str:
                            "without --estimate to skip them into OUTPUT/data_rejects.jsonl")
     chats = group_by_image(source.train, random.Random(cfg.seed)) if cfg.group_by_image else source.train
     config = model_config(cfg.model)
+    per_chat = micro_batch_chats(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = cfg.model
         if not Path(model_dir).is_dir():  # model_config found the preset: its processor, without weights
@@ -227,7 +247,12 @@ def estimate_run(cfg: TrainConfig) -> str:
         collator = ChatCollator(load_processor(model_dir, cfg.min_pixels, cfg.max_pixels), source.image_root,
                                 family=fam)
         pre = preflight(chats, collator, source.image_root)
-    per_chat = math.ceil(cfg.batch_size / processes())
+        longest_chat = chats[pre.lengths.index(pre.longest())]  # the most image tokens, as a rule
+        one_chat = sum(v.nbytes for v in collator([longest_chat]).values() if isinstance(v, torch.Tensor))
     longest_images = max(len(chat["images"]) for chat in chats) * max(pre.image_tokens.values(), default=0)
-    est = estimate(config, cfg, fam, micro_batch_tokens(cfg, pre.longest()), per_chat * longest_images)
-    return report(est, cfg, memory_seen())
+    return estimate(config, cfg, fam, per_chat, pre.longest(), per_chat * longest_images, per_chat * one_chat)
+
+
+def estimate_run(cfg: TrainConfig) -> str:
+    """``facellm train RECIPE --estimate``: the estimate of the recipe's run as a report."""
+    return report(estimate_recipe(cfg), cfg, memory_seen())

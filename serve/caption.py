@@ -65,6 +65,7 @@ class CaptionConfig:
     per_face: bool = False
     concurrency: int = 8  # requests in flight (endpoint)
     max_tokens: int = 256
+    max_model_len: int | None = None  # vLLM's context (no endpoint; None: from training, else the model's own)
     api_key: str | None = None
     retry_failed: bool = False
 
@@ -207,7 +208,7 @@ class CaptionWorker(_Inputs):
         from serve.offline import open_engine
 
         super().__init__(cfg)
-        self.engine = open_engine(cfg.model, cfg.adapter, cfg.engine)
+        self.engine = open_engine(cfg.model, cfg.adapter, cfg.engine, max_model_len=cfg.max_model_len)
 
     def __call__(self, paths: list[Path]) -> list[list[dict]]:
         inputs = [self.of(path) for path in paths]

@@ -47,10 +47,12 @@ class OfflineEngine(Protocol):
 
 
 def open_engine(model_dir: str | Path, adapter: tuple[str, str] | None = None, engine: str = "auto",
-                threads: int | None = None) -> OfflineEngine:
+                threads: int | None = None, max_model_len: int | None = None) -> OfflineEngine:
     """engine: auto (vllm where importable and able to apply the adapter as trained, else transformers) | vllm |
     transformers. adapter: (name, dir) LoRA. threads: torch threads for this process (None: leave as is;
-    vLLM's model runs in processes of its own, which bind their own threads: VLLM_CPU_OMP_THREADS_BIND)."""
+    vLLM's model runs in processes of its own, which bind their own threads: VLLM_CPU_OMP_THREADS_BIND).
+    max_model_len: vLLM's context (None: from training, else the model's own; vLLM sizes its start-up profile
+    run by it: InternVL3-1B's 32k needs more than 22 GB on a CPU)."""
     from serve.launch import choose_engine
 
     if engine not in ENGINES:
@@ -64,7 +66,7 @@ def open_engine(model_dir: str | Path, adapter: tuple[str, str] | None = None, e
     min_pixels, max_pixels = serving_pixel_budget(model_dir, adapters.values())
     if choose_engine(engine, adapters) == "vllm":
         try:
-            return VLLMEngine(model_dir, adapters, min_pixels, max_pixels)
+            return VLLMEngine(model_dir, adapters, min_pixels, max_pixels, max_model_len)
         except VLLMMissing as e:  # installed, but it does not import
             if engine == "vllm":
                 raise
@@ -135,12 +137,12 @@ class VLLMEngine:
     name = "vllm"
 
     def __init__(self, model_dir: str | Path, adapters: dict[str, str], min_pixels: int | None = None,
-                 max_pixels: int | None = None):
+                 max_pixels: int | None = None, max_model_len: int | None = None):
         from serve.engine import check_adapters_fit, loading_errors
 
         settings = VLLMSettings(model=str(model_dir), served_name=Path(model_dir).name, adapters=adapters,
                                 max_images=1, min_pixels=min_pixels, max_pixels=max_pixels,
-                                max_model_len=serving_max_model_len(model_dir, adapters.values()))
+                                max_model_len=max_model_len or serving_max_model_len(model_dir, adapters.values()))
         args = engine_args(settings)  # refuses adapters vLLM would apply wrong, before the slow start
         check_adapters_fit(model_dir, adapters)  # vLLM itself loads some that do not fit without a word
         for key, value in engine_env(settings).items():
@@ -149,8 +151,9 @@ class VLLMEngine:
         LLM, SamplingParams, StructuredOutputsParams, LoRARequest = _import_vllm()
         self._sampling, self._structured = SamplingParams, StructuredOutputsParams
         # the cause is in vLLM's log above; its exception says only that start-up failed
-        with loading_errors(f"{model_dir}: vLLM could not load the model (its log above says why; --engine "
-                            "transformers loads models without vLLM)"):
+        with loading_errors(f"{model_dir}: vLLM could not load the model (its log above says why; where it shows "
+                            "no cause, its engine may have run out of memory: try a smaller --max-model-len; "
+                            "--engine transformers loads models without vLLM)"):
             self.llm = LLM(**args)
         self._lora = None
         if adapters:

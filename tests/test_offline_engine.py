@@ -167,13 +167,14 @@ def vllm_engine(tiny_model_dir, lora_adapter_dir, tmp_path_factory):
     with pytest.MonkeyPatch.context() as env:
         env.setenv("VLLM_CACHE_ROOT", str(tmp / "cache"))  # compiled graphs go here, not to ~/.cache
         env.setenv("TMPDIR", str(tmp))  # vLLM's engine processes put IPC sockets there
-        engine = open_engine(tiny_model_dir, ("face", str(lora_adapter_dir)), engine="vllm")
+        engine = open_engine(tiny_model_dir, ("face", str(lora_adapter_dir)), engine="vllm", max_model_len=1536)
         yield engine
         engine.close()
 
 
 def test_vllm_decodes_under_the_schema_as_transformers_and_peft_do(vllm_engine, tuned_transformers_engine, images):
     assert vllm_engine.name == "vllm"
+    assert vllm_engine.llm.model_config.max_model_len == 1536  # open_engine's, over the training record's
     answers = vllm_engine.chat(images, ATTRIBUTE_PROMPT, SCHEMA, 256)
     for text, cut_short in answers:
         jsonschema.validate(json.loads(text), SCHEMA)

@@ -2,6 +2,7 @@
 no weights allocated."""
 
 import json
+import re
 
 import pytest
 
@@ -53,24 +54,32 @@ def test_estimate_adds_weights_gradients_adam_and_activations():
     config = preset_config(p)
     h, i, kv, layers, vocab, r = 576, 1536, 192, 30, 49280, 16
     cfg = TrainConfig(method="lora")
-    tokens = 2 * 300
-    est = estimate(config, cfg, family(p.family), tokens, image_tokens=2 * 64)
+    chats, longest = 2, 300
+    tokens = chats * longest
+    est = estimate(config, cfg, family(p.family), chats, longest, image_tokens=2 * 64)
     # LoRA r16 on q, k, v, o, gate, up, down of every layer: r x (in + out) each
     lora = layers * r * ((h + h) + 2 * (h + kv) + (h + h) + 2 * (h + i) + (i + h))
     assert est.trainable == lora == 4_884_480
     assert est.weights == 4 * est.parameters and est.gradients == 4 * lora and est.optimizer == 8 * lora
     logits = 3 * tokens * vocab * 4
     per_layer = 10 * h + 4 * i + (6 * h + i)  # + LoRA dropout's copy of each adapted projection's input
-    assert est.activations["no", False] == tokens * layers * per_layer * 4 + logits
-    assert est.activations["bf16", False] == tokens * layers * per_layer * 2 + logits
-    assert est.activations["no", True] == tokens * (layers * h + per_layer) * 4 + logits
+    mask = chats * longest ** 2  # padded chats: each layer's SDPA keeps a float copy of the attention mask
+    assert est.activations["no", False] == (tokens * layers * per_layer + layers * mask) * 4 + logits
+    assert est.activations["bf16", False] == (tokens * layers * per_layer + layers * mask) * 2 + logits
+    assert est.activations["no", True] == (tokens * (layers * h + per_layer) + mask) * 4 + logits
+    one = estimate(config, cfg, family(p.family), 1, longest, image_tokens=64)  # nothing padded, no mask
+    assert one.activations["no", False] == longest * layers * per_layer * 4 + 3 * longest * vocab * 4
     assert est.peak("no", False) == PROCESS_BYTES + est.weights + est.gradients + est.optimizer + est.activations[
         "no", False]
-    full = estimate(config, TrainConfig(method="full"), family(p.family), tokens, 128)
+    # the step's micro-batches are collated before its first forward: all grad_accum of them are held
+    held = estimate(config, TrainConfig(method="lora", grad_accum=4), family(p.family), chats, longest, 128,
+                    input_bytes=100e6)
+    assert held.inputs == 400e6 and held.peak("no", False) == est.peak("no", False) + 400e6
+    full = estimate(config, TrainConfig(method="full"), family(p.family), chats, longest, 128)
     vision_side = sum(q.numel() for n, q in meta_model(config).named_parameters()
                       if n.startswith(("model.vision_model.", "model.connector.")))
     assert full.trainable == full.parameters - vision_side  # language model and LM head; vision side frozen
-    assert full.activations["no", False] == tokens * layers * (10 * h + 4 * i) * 4 + logits
+    assert full.activations["no", False] == (tokens * layers * (10 * h + 4 * i) + layers * mask) * 4 + logits
 
 
 def test_estimate_on_a_recipe_prints_the_table_and_whether_it_fits(tiny_model_dir, tmp_path, capsys):
@@ -78,9 +87,12 @@ def test_estimate_on_a_recipe_prints_the_table_and_whether_it_fits(tiny_model_di
 
     build_synthetic(BuildConfig(out=tmp_path / "d", n=8, val_size=1, test_size=1))
     code = main(["train", "finetune/configs/tiny-synthetic.yaml", "--model", str(tiny_model_dir), "--data",
-                 str(tmp_path / "d"), "--output", str(tmp_path / "run"), "--estimate"])
+                 str(tmp_path / "d"), "--output", str(tmp_path / "run"), "--estimate", "--set", "grad_accum=3"])
     out = capsys.readouterr().out
     assert code == 0 and not (tmp_path / "run" / "log.jsonl").exists()  # nothing trained
+    held = float(re.search(r"the step's 3 collated micro-batches ([0-9.]+) GiB", out)[1])
+    # 3 micro-batches x 32 chats x one 112x112 face: 64 patches of 2 x 3 x 14 x 14 fp32 pixels (0.3 MB) each
+    assert held == pytest.approx(3 * 32 * 64 * 2 * 3 * 14 * 14 * 4 / GiB, abs=0.006)
     assert "| no | no |" in out and "| bf16 | yes |" in out and "<- this recipe" in out
     assert "CPU RAM (available)" in out and "fits" in out
 

@@ -47,6 +47,10 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=int, metavar="N",
                    help="engines (no --endpoint): processes here (default: 1 for vLLM, one per core for "
                         "transformers), or actors on the Ray cluster (default: as many as fit)")
+    p.add_argument("--max-model-len", type=int, metavar="TOKENS",
+                   help="vLLM engines (no --endpoint): context length (default: the longest training chat + 1024 "
+                        "where facellm trained the model, else the model's own; a 32k context needs more memory "
+                        "than a small CPU machine has at start-up)")
     p.add_argument("--batch-size", type=int,
                    help="images (or faces) per engine call (no --endpoint; default 16 for transformers, 64 for vLLM)")
     p.add_argument("--ray", metavar="ADDRESS",
@@ -94,7 +98,7 @@ def cmd_caption(args) -> None:
         if not Path(args.model).is_dir():
             raise FacellmError(f"--model {args.model}: no such model directory (with --endpoint, --model names a "
                                "served model instead)")
-        cfg.adapter = args.adapter
+        cfg.adapter, cfg.max_model_len = args.adapter, args.max_model_len
         cfg.engine = choose_engine(args.engine, dict([args.adapter]) if args.adapter else {})
         cfg.fanout = FanOut(workers=args.workers, ray=args.ray, batch_size=args.batch_size or BATCH_SIZE[cfg.engine],
                             num_gpus=None if cfg.engine == "vllm" else 0)
