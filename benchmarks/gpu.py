@@ -76,13 +76,13 @@ def measure(presets: list[str], steps: int, batch: int, images: int, peak_tflops
         tmp = Path(tmp)
         data = tmp / "data"
         build_synthetic(BuildConfig(out=data, n=images, val_size=1, test_size=1, templates=ATTRIBUTES_ONLY))
-        faces = write_faces(tmp / "faces", images, seed=9)
+        faces = write_faces(tmp / "faces", sizes.GENERATE_BATCH + images, seed=9)  # a warm-up batch first
         for name in presets:
             model = sizes.fresh(sizes.write_preset, name, tmp / name)
             row = {"language_parameters": language_parameters(model),
                    "facellm": sizes.fresh(train_run, model, data, tmp / f"{name}-facellm", steps, batch, False),
                    "trainer": sizes.fresh(train_run, model, data, tmp / f"{name}-trainer", steps, batch, True),
-                   "generate": sizes.fresh(sizes.serve_in_fresh_process, model, faces[:images], "generate")}
+                   "generate": sizes.fresh(sizes.serve_in_fresh_process, model, faces, "generate")}
             for loop in ("facellm", "trainer"):
                 flops = 4 * row["language_parameters"] * row[loop]["tokens_per_s_in_loop"]
                 row[loop]["mfu"] = flops / (peak * 1e12) if peak else None

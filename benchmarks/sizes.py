@@ -1,7 +1,7 @@
 """What training and serving cost at real sizes: tiny, 256M, 1B (and 2B) presets, measured in one run.
 
     nice -n 10 python benchmarks/sizes.py [--presets tiny-qwen2_vl smolvlm-256m internvl3-1b qwen2-vl-2b] [--steps 3]
-        [--batch-size 2] [--no-vllm] [--json PATH]
+        [--batch-size 2] [--no-vllm] [--only training|serving] [--json PATH]
 
 Each preset is written by ``facellm init-model`` (random weights, the published shapes) into a temporary
 folder, deleted after. On the same synthetic faces (112x112, four attribute questions per chat), each in a
@@ -13,8 +13,8 @@ fresh process (peak memory: how far the run raises the process's RSS above its i
              (finetune/estimate.py), computed first: a run predicted not to fit the RAM available is skipped
              and says so (full fine-tuning at 2B on this machine)
   serving    16-token free-text answers: transformers ``generate`` batched 8 in-process (the baseline) and
-             vLLM's offline engine (serve/offline.py, a 4,096-token context), images/s and the peak RSS of
-             the process tree
+             vLLM's offline engine (serve/offline.py, a 4,096-token context), images/s after a warm-up batch
+             of other faces (vLLM's prefix cache would answer repeated ones) and the peak RSS of the process tree
 
 Every preset has its published image geometry: SmolVLM's processor resizes every image to 2048 pixels and cuts
 16 tiles of 512 plus the whole image (1,088 image tokens a face; a LoRA step of 2 chats takes minutes on 2 CPU
@@ -48,8 +48,8 @@ VARIANTS = {  # name -> --set overrides; the Trainer runs the plain LoRA one
     "full": LORA + ["method=full"],
 }
 ANSWER_TOKENS, GENERATE_BATCH = 16, 8
-# vLLM's context: a face and a question take at most ~1,400 tokens here; vLLM sizes its start-up profile run by
-# the context, and InternVL3-1B's own 32k was killed for memory at 22 GB on this 24 GB machine
+# vLLM's context: a face and a question take at most ~1,400 tokens here, and vLLM sizes its start-up profile run
+# and KV cache by the context (a model's own, 32k at InternVL3-1B, is more than a captioning run needs)
 VLLM_CONTEXT = 4096
 
 
@@ -93,14 +93,17 @@ def estimate_mib(model: Path, data: Path, batch: int, extra: list[str]) -> float
 
 
 def serve_in_fresh_process(model: Path, faces: list[Path], engine: str) -> dict:
-    """Images/s of 16-token answers and the peak RSS of this process and its children (vLLM's engine)."""
+    """Images/s of 16-token answers and the peak RSS of this process and its children (vLLM's engine). The
+    first ``GENERATE_BATCH`` faces warm up, untimed: warmed up on the timed faces, vLLM's prefix cache would
+    answer them without running the vision tower (as a captioning run, which sees each image once, never is)."""
     from facellm.generation import GenerationRequest, generate
     from facellm.images import load_image
     from facellm.modeling import load_model, load_processor
     from facellm.records import chat
     from serve.caption import FREE_TEXT_PROMPT
 
-    images = [load_image(p) for p in faces]
+    decoded = [load_image(p) for p in faces]
+    warmup, images = decoded[:GENERATE_BATCH], decoded[GENERATE_BATCH:]
     with PeakRSS(tree=True) as memory:
         if engine == "generate":
             loaded, processor = load_model(model).eval(), load_processor(model)
@@ -115,7 +118,7 @@ def serve_in_fresh_process(model: Path, faces: list[Path], engine: str) -> dict:
 
             def answer(batch):
                 offline.chat(batch, FREE_TEXT_PROMPT, None, ANSWER_TOKENS)
-        answer(images[:GENERATE_BATCH])  # warm-up
+        answer(warmup)
         start = time.perf_counter()
         for i in range(0, len(images), GENERATE_BATCH):
             answer(images[i:i + GENERATE_BATCH])
@@ -133,7 +136,7 @@ def fresh(fn, *args):
 
 
 def measure(presets: list[str], steps: int, batch: int, images: int, serve_images: int, with_vllm: bool,
-            split: bool = True) -> dict:
+            split: bool = True, stages: tuple[str, ...] = ("training", "serving")) -> dict:
     from data_pipeline.build import BuildConfig, build_synthetic, write_faces
     from data_pipeline.templates import ATTRIBUTES_ONLY
 
@@ -142,11 +145,11 @@ def measure(presets: list[str], steps: int, batch: int, images: int, serve_image
         tmp = Path(tmp)
         data = tmp / "data"
         build_synthetic(BuildConfig(out=data, n=images, val_size=1, test_size=1, templates=ATTRIBUTES_ONLY))
-        faces = write_faces(tmp / "faces", serve_images, seed=9)
+        faces = write_faces(tmp / "faces", GENERATE_BATCH + serve_images, seed=9)  # a warm-up batch first
         for name in presets:
             model = fresh(write_preset, name, tmp / name, split)
             row = {"parameters": _parameters(model)}
-            for i, (variant, extra) in enumerate(VARIANTS.items()):
+            for i, (variant, extra) in enumerate(VARIANTS.items() if "training" in stages else ()):
                 predicted = fresh(estimate_mib, model, data, batch, extra)
                 if predicted * 2 ** 20 > available_ram():  # the estimate refuses it, as --estimate would
                     row[variant] = {"estimate_mib": predicted, "skipped": f"needs {predicted / 1024:.1f} GiB, "
@@ -155,10 +158,13 @@ def measure(presets: list[str], steps: int, batch: int, images: int, serve_image
                     row[variant] = {**fresh(train_in_fresh_process, model, data, tmp / f"{name}-{i}", steps, batch,
                                             extra, False), "estimate_mib": predicted}
                 print(f"[{name}] {variant}: {row[variant]}", file=sys.stderr, flush=True)
-            row["trainer"] = row["lora"] if "skipped" in row["lora"] else fresh(
-                train_in_fresh_process, model, data, tmp / f"{name}-trainer", steps, batch, VARIANTS["lora"], True)
-            row["generate"] = fresh(serve_in_fresh_process, model, faces, "generate")
-            if with_vllm:
+            if "training" in stages:
+                row["trainer"] = row["lora"] if "skipped" in row["lora"] else fresh(
+                    train_in_fresh_process, model, data, tmp / f"{name}-trainer", steps, batch, VARIANTS["lora"],
+                    True)
+            if "serving" in stages:
+                row["generate"] = fresh(serve_in_fresh_process, model, faces, "generate")
+            if "serving" in stages and with_vllm:
                 try:
                     row["vllm"] = fresh(serve_in_fresh_process, model, faces, "vllm")
                 except Exception as e:  # noqa: BLE001 - the table says so; the other rows stand
@@ -193,8 +199,10 @@ def report(r: dict) -> str:
                               ("trainer", None), ("generate", None), ("vllm", "generate")):
             x, base = row.get(run), row.get(baseline) if baseline else None
             label = "Trainer, LoRA" if run == "trainer" else run
-            if x is None or "skipped" in x or "error" in x:
-                why = "not run" if x is None else x.get("skipped") or f"failed: {x['error']}"
+            if x is None:  # left out (--only, --no-vllm)
+                continue
+            if "skipped" in x or "error" in x:
+                why = x.get("skipped") or f"failed: {x['error']}"
                 lines.append(f"{head} | {label} | {why} | | | | |")
                 continue
             unit = "tokens/s" if "tokens_per_s_in_loop" in x else "images/s"
@@ -218,10 +226,11 @@ def main() -> None:
     parser.add_argument("--serve-images", type=int, default=16)
     parser.add_argument("--no-vllm", action="store_true")
     parser.add_argument("--no-split", action="store_true", help="SmolVLM: one 512 tile per image, not 17")
+    parser.add_argument("--only", choices=["training", "serving"], help="measure one stage (default: both)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     r = measure(args.presets, args.steps, args.batch_size, args.images, args.serve_images, not args.no_vllm,
-                not args.no_split)
+                not args.no_split, (args.only,) if args.only else ("training", "serving"))
     if args.json:
         args.json.write_text(json.dumps(r, indent=2))
     print(report(r))

@@ -86,12 +86,18 @@ class ShuffledBatches(torch.utils.data.IterableDataset):
     With ``lengths``, each run of 32 batches is cut from chats sorted by length and the batches are
     shuffled again, so a batch pads little and the order stays random. With ``world`` > 1 every rank
     collates its own share of each batch (data parallel: together they see the single-process batch).
+
+    Each batch carries ``step_answer_tokens``: the answer tokens of its optimiser step (``grad_accum``
+    batches, all ranks' shares), the loss's denominator, counted from the chats' text labels. So a step's
+    first micro-batch trains before the others are collated, and the ranks need not exchange counts.
     """
 
     def __init__(self, chats: list[dict], batch_size: int, seed: int, collator: ChatCollator,
-                 lengths: list[int] | None = None, start: int = 0, rank: int = 0, world: int = 1):
+                 lengths: list[int] | None = None, start: int = 0, rank: int = 0, world: int = 1,
+                 grad_accum: int = 1):
         self.chats, self.batch_size, self.seed, self.collator = chats, batch_size, seed, collator
         self.lengths, self.start, self.rank, self.world = lengths, start, rank, world
+        self.grad_accum = grad_accum
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         rng = random.Random(self.seed + epoch)
@@ -106,12 +112,22 @@ class ShuffledBatches(torch.utils.data.IterableDataset):
         rng.shuffle(grouped)
         return grouped
 
-    def __iter__(self):
+    def batch_ids(self):
+        """Chat indices of every batch from ``start`` on, endlessly."""
         per_epoch = len(self.chats) // self.batch_size
         if per_epoch == 0:
             raise FacellmError(f"{len(self.chats)} training examples, fewer than batch_size {self.batch_size}")
         epoch, skip = divmod(self.start, per_epoch)
         while True:
-            for batch in self.epoch_batches(epoch)[skip:]:
-                yield self.collator([self.chats[i] for i in batch[self.rank:: self.world]])
+            yield from self.epoch_batches(epoch)[skip:]
             epoch, skip = epoch + 1, 0
+
+    def __iter__(self):
+        ids = self.batch_ids()
+        while True:
+            step = [next(ids) for _ in range(self.grad_accum)]  # may span two epochs
+            answer_tokens = torch.tensor(sum(self.collator.answer_tokens(self.chats[i]) for b in step for i in b))
+            for batch in step:
+                collated = self.collator([self.chats[i] for i in batch[self.rank:: self.world]])
+                collated["step_answer_tokens"] = answer_tokens
+                yield collated

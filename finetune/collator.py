@@ -124,6 +124,11 @@ class ChatCollator:
             known = self._text_side[key] = (text, array("i", ids), array("i", labels))  # compact: sets are large
         return known
 
+    def answer_tokens(self, chat: dict) -> int:
+        """Tokens the loss is taken on: the chat's labelled tokens but its first (``labels[:, 1:]``, which no
+        template labels: chats open with a role marker), the same count in text and processor space."""
+        return sum(label != IGNORE for label in self.text_side(chat)[2][1:])
+
     @staticmethod
     def align_labels(text_ids: list[int], labels: list[int], input_ids: list[int]) -> list[int]:
         """Carry text-space labels over to the processor's ids, where image placeholders were expanded."""

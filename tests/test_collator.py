@@ -122,3 +122,20 @@ def test_template_work_is_done_once_per_chat_and_keyed_by_content(collator, face
         del collator.render
     answer = collator.tokenizer.decode([t for t in changed["labels"][0].tolist() if t != IGNORE])
     assert answer.startswith("Yes, glasses.")
+
+
+def test_each_batch_carries_its_steps_answer_token_count(collator, face_png):
+    """The loss's denominator, counted from text labels before collating, is what the collated labels of
+    the step's micro-batches on every rank hold, also for a step that spans two epochs (7 chats, batches
+    of 2: 3 a epoch, steps of 2 batches)."""
+    from finetune.batches import ShuffledBatches
+
+    chats = [{"id": str(i), "images": [face_png.name],
+              "messages": chat(*[(f"Question {j}?", "yes " * (i + j)) for j in range(1 + i % 3)])}
+             for i in range(7)]
+    ranks = [iter(ShuffledBatches(chats, 2, 0, collator, rank=r, world=2, grad_accum=2)) for r in range(2)]
+    for step in range(4):
+        held = [next(rank) for _ in range(2) for rank in ranks]
+        counted = {int(b["step_answer_tokens"]) for b in held}
+        assert counted == {sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in held)}, step
+        assert counted.pop() > 0

@@ -170,11 +170,15 @@ def vllm_engine(tiny_model_dir, lora_adapter_dir, tmp_path_factory):
         engine = open_engine(tiny_model_dir, ("face", str(lora_adapter_dir)), engine="vllm", max_model_len=1536)
         yield engine
         engine.close()
+    os.environ.pop("VLLM_CPU_NUM_OF_RESERVED_CPU", None)  # set by the engine (below): no other test's concern
 
 
 def test_vllm_decodes_under_the_schema_as_transformers_and_peft_do(vllm_engine, tuned_transformers_engine, images):
     assert vllm_engine.name == "vllm"
     assert vllm_engine.llm.model_config.max_model_len == 1536  # open_engine's, over the training record's
+    assert vllm_engine.llm.model_config.enforce_eager  # no torch.compile on CPU (engine_args)
+    if len(os.sched_getaffinity(0)) <= 2:  # both cores compute: vLLM's scheduler gets none of its own
+        assert os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
     answers = vllm_engine.chat(images, ATTRIBUTE_PROMPT, SCHEMA, 256)
     for text, cut_short in answers:
         jsonschema.validate(json.loads(text), SCHEMA)

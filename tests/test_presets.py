@@ -71,10 +71,10 @@ def test_estimate_adds_weights_gradients_adam_and_activations():
     assert one.activations["no", False] == longest * layers * per_layer * 4 + 3 * longest * vocab * 4
     assert est.peak("no", False) == PROCESS_BYTES + est.weights + est.gradients + est.optimizer + est.activations[
         "no", False]
-    # the step's micro-batches are collated before its first forward: all grad_accum of them are held
-    held = estimate(config, TrainConfig(method="lora", grad_accum=4), family(p.family), chats, longest, 128,
-                    input_bytes=100e6)
-    assert held.inputs == 400e6 and held.peak("no", False) == est.peak("no", False) + 400e6
+    # one micro-batch trains while each loader worker collates 2 ahead; grad_accum adds none
+    held = estimate(config, TrainConfig(method="lora", grad_accum=4, dataloader_workers=2), family(p.family), chats,
+                    longest, 128, input_bytes=100e6)
+    assert held.inputs == 500e6 and held.peak("no", False) == est.peak("no", False) + 500e6
     full = estimate(config, TrainConfig(method="full"), family(p.family), chats, longest, 128)
     vision_side = sum(q.numel() for n, q in meta_model(config).named_parameters()
                       if n.startswith(("model.vision_model.", "model.connector.")))
@@ -87,10 +87,11 @@ def test_estimate_on_a_recipe_prints_the_table_and_whether_it_fits(tiny_model_di
 
     build_synthetic(BuildConfig(out=tmp_path / "d", n=8, val_size=1, test_size=1))
     code = main(["train", "finetune/configs/tiny-synthetic.yaml", "--model", str(tiny_model_dir), "--data",
-                 str(tmp_path / "d"), "--output", str(tmp_path / "run"), "--estimate", "--set", "grad_accum=3"])
+                 str(tmp_path / "d"), "--output", str(tmp_path / "run"), "--estimate", "--set", "grad_accum=4",
+                 "--set", "dataloader_workers=1"])
     out = capsys.readouterr().out
     assert code == 0 and not (tmp_path / "run" / "log.jsonl").exists()  # nothing trained
-    held = float(re.search(r"the step's 3 collated micro-batches ([0-9.]+) GiB", out)[1])
+    held = float(re.search(r"3 collated micro-batches ([0-9.]+) GiB", out)[1])  # 1 training, 2 collated ahead
     # 3 micro-batches x 32 chats x one 112x112 face: 64 patches of 2 x 3 x 14 x 14 fp32 pixels (0.3 MB) each
     assert held == pytest.approx(3 * 32 * 64 * 2 * 3 * 14 * 14 * 4 / GiB, abs=0.006)
     assert "| no | no |" in out and "| bf16 | yes |" in out and "<- this recipe" in out

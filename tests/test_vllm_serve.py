@@ -298,6 +298,25 @@ def test_command_carries_lora_budget_and_limits_and_keeps_the_key_off_argv(tiny_
     assert vllm_env(settings)["HF_HUB_OFFLINE"] == "1"
 
 
+def test_cpu_serving_runs_eager_unless_asked_to_compile(tiny_model_dir):
+    """On CPU vLLM starts without torch.compile (minutes, and more memory than a 1B model's start has here);
+    --vllm-arg=--no-enforce-eager comes later on the command line, so vLLM's own parser lets it win."""
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    from facellm.cli import build_parser
+    from facellm.cli.serve import vllm_settings
+
+    def enforce_eager(*flags) -> bool:
+        args = build_parser().parse_args(["serve", "--model", str(tiny_model_dir), "--engine", "vllm", *flags])
+        cmd = vllm_command(vllm_settings(args, "base", {}, None, None))
+        assert "--enforce-eager" in cmd
+        return make_arg_parser(FlexibleArgumentParser()).parse_args(cmd[cmd.index("--host"):]).enforce_eager
+
+    assert enforce_eager() is True
+    assert enforce_eager("--vllm-arg=--no-enforce-eager") is False
+
+
 def test_serve_passes_vllms_own_parallelism_through(tiny_model_dir):
     from facellm.cli import build_parser
     from facellm.cli.serve import vllm_settings

@@ -49,8 +49,8 @@ def add_parser(sub) -> None:
                         "transformers), or actors on the Ray cluster (default: as many as fit)")
     p.add_argument("--max-model-len", type=int, metavar="TOKENS",
                    help="vLLM engines (no --endpoint): context length (default: the longest training chat + 1024 "
-                        "where facellm trained the model, else the model's own; a 32k context needs more memory "
-                        "than a small CPU machine has at start-up)")
+                        "where facellm trained the model, else the model's own; vLLM's start-up profile run and "
+                        "KV cache grow with it)")
     p.add_argument("--batch-size", type=int,
                    help="images (or faces) per engine call (no --endpoint; default 16 for transformers, 64 for vLLM)")
     p.add_argument("--ray", metavar="ADDRESS",

@@ -74,7 +74,10 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{what}-parallel-size", type=int, default=1, metavar="N",
                        help=f"vLLM: {help_text} (default 1)")
     p.add_argument("--vllm-arg", action="append", metavar="ARG",
-                   help="vLLM: extra argument passed through unchanged, e.g. --vllm-arg=--gpu-memory-utilization=0.8")
+                   help="vLLM: extra argument passed through unchanged, e.g. --vllm-arg=--gpu-memory-utilization=0.8; "
+                        "on CPU facellm starts vLLM without torch.compile (--enforce-eager: a 256M model starts in "
+                        "21 s, not 204, and a 1B one fits); --vllm-arg=--no-enforce-eager compiles (13 %% faster "
+                        "text decoding measured at 256M)")
 
 
 def vllm_settings(args, served_name: str, adapters: dict[str, str], min_pixels: int | None,
