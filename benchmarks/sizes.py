@@ -164,11 +164,11 @@ def measure(presets: list[str], steps: int, batch: int, images: int, serve_image
                     True)
             if "serving" in stages:
                 row["generate"] = fresh(serve_in_fresh_process, model, faces, "generate")
-            if "serving" in stages and with_vllm:
-                try:
-                    row["vllm"] = fresh(serve_in_fresh_process, model, faces, "vllm")
-                except Exception as e:  # noqa: BLE001 - the table says so; the other rows stand
-                    row["vllm"] = {"error": str(e).splitlines()[0][:200]}
+                if with_vllm:
+                    try:
+                        row["vllm"] = fresh(serve_in_fresh_process, model, faces, "vllm")
+                    except Exception as e:  # noqa: BLE001 - the table says so; the other rows stand
+                        row["vllm"] = {"error": str(e).splitlines()[0][:200]}
             print(f"[{name}] {row}", file=sys.stderr, flush=True)
             results[name] = row
             remove_model(model)
